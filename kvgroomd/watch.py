@@ -1,0 +1,160 @@
+"""The watcher: turns inotify events into domain events on a queue.
+
+Shell; the only module that imports watchdog. It decides nothing: it says
+that a snapshot-named file *landed* (renamed into place, or closed after a
+direct write or an in-place header rewrite), is *gone*, or that events were
+*lost* (kernel queue overflow) or the directory itself vanished. The daemon
+thread does all the work, so the observer thread only enqueues.
+
+Why these signals: the engine writes `<sha>.kv.tmp.<pid>` and renames it, and
+inotify reports no close on the final name, so the rename destination is the
+landing. A direct create is only readable once closed (IN_CLOSE_WRITE); the
+engine's in-place touch also ends with a close. IN_MODIFY fires mid-write and
+is ignored.
+
+watchdog limits (7.x): on IN_Q_OVERFLOW it only logs a warning and drops its
+pending move pairs, so we listen for that log record and ask for a rescan.
+An exception inside a handler ends the observer thread for good; the daemon
+checks `alive()` on every wake-up and restarts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    DirDeletedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.inotify import InotifyObserver
+
+from kvgroomd.names import SnapshotName, classify
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """A snapshot-named file is (newly) complete on disk: read it."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """A snapshot-named file left the directory."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """Events were lost (queue overflow): only a rescan can tell what changed."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirGone:
+    """The watched directory itself was deleted or moved away."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Nothing happened on disk; the daemon should look at its flags."""
+
+
+Event = Landed | Gone | Lost | DirGone | Wake
+EventQueue = queue.SimpleQueue[Event]  # put() is reentrant: safe from signal handlers
+
+_OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+_FAULT_ENV = "KVGROOMD_FAULT_OBSERVER"  # tests: a handler exception on this name
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, directory: Path, out: EventQueue) -> None:
+        self.directory = str(directory)
+        self.out = out
+        self.fault = os.environ.get(_FAULT_ENV)
+
+    def _snapshot(self, path: str | bytes) -> str | None:
+        p = os.fsdecode(path)
+        head, name = os.path.split(p)
+        if self.fault and name == self.fault:
+            msg = f"injected observer fault on {name}"
+            raise RuntimeError(msg)
+        if head != self.directory:  # sub-directories are not used by ds4
+            return None
+        return name if isinstance(classify(name), SnapshotName) else None
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileMovedEvent):
+            if src := self._snapshot(event.src_path):
+                self.out.put(Gone(src))
+            if dest := self._snapshot(event.dest_path):
+                self.out.put(Landed(dest))
+        elif isinstance(event, FileClosedEvent):
+            if name := self._snapshot(event.src_path):
+                self.out.put(Landed(name))
+        elif isinstance(event, FileDeletedEvent):
+            if name := self._snapshot(event.src_path):
+                self.out.put(Gone(name))
+        elif isinstance(event, DirDeletedEvent) and os.fsdecode(event.src_path) == self.directory:
+            self.out.put(DirGone())
+        elif isinstance(event, DirDeletedEvent):
+            self._snapshot(event.src_path)  # a directory named like a snapshot: nothing
+
+
+class _OverflowListener(logging.Handler):
+    """Turns watchdog's overflow warning into a Lost event."""
+
+    def __init__(self, out: EventQueue) -> None:
+        super().__init__(logging.WARNING)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.out.put(Lost("inotify queue overflow"))
+
+
+class Watcher:
+    """One inotify observer on the cache directory, restartable."""
+
+    def __init__(self, directory: Path, out: EventQueue) -> None:
+        self.directory = directory
+        self.out = out
+        self._observer: InotifyObserver | None = None
+        self._listener = _OverflowListener(out)
+        logging.getLogger(_OVERFLOW_LOGGER).addHandler(self._listener)
+
+    def start(self) -> None:
+        """Start watching (raises OSError when the directory is not there)."""
+        observer = InotifyObserver()
+        observer.schedule(_Handler(self.directory, self.out), str(self.directory), recursive=False)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def alive(self) -> bool:
+        """False once the observer thread or its emitter died."""
+        o = self._observer
+        return o is not None and o.is_alive() and all(e.is_alive() for e in o.emitters)
+
+    def stop(self) -> None:
+        """Stop and join the observer thread (idempotent)."""
+        o, self._observer = self._observer, None
+        if o is not None:
+            o.stop()
+            if o.is_alive() or o.ident is not None:
+                o.join(timeout=2)
+
+    def close(self) -> None:
+        """Stop and detach from watchdog's logger."""
+        self.stop()
+        logging.getLogger(_OVERFLOW_LOGGER).removeHandler(self._listener)
