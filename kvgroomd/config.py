@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ def parse_size(value: object) -> int:
             raise ValueError("a size cannot be negative")
         return value
     if isinstance(value, str) and (m := _SIZE.fullmatch(value)):
-        return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+        # Decimal, not float: "2.01KB" is 2010 bytes, not 2009.
+        return int(Decimal(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
     raise ValueError(f"expected a size such as 8GiB, 500MiB or a byte count, got {value!r}")
 
 
@@ -173,6 +175,7 @@ class _Reader:
     def __init__(self, text: str, source: str) -> None:
         self.source = source
         self.loader = yaml.SafeLoader(text)
+        self.loader.name = source  # marks in YAML errors name the file, not "<unicode string>"
 
     def error(self, node: yaml.Node | None, key: str, msg: str) -> ConfigError:
         where = f"{self.source}:{node.start_mark.line + 1}" if node else self.source
@@ -183,7 +186,7 @@ class _Reader:
             raise self.error(node, key, "expected a mapping of key: value")
         items, seen = [], set()
         for k, v in node.value:
-            name = self.loader.construct_object(k)
+            name = self.value(k, key)
             if not isinstance(name, str):
                 raise self.error(k, key, f"keys must be words, got {name!r}")
             if name in seen:
@@ -192,8 +195,13 @@ class _Reader:
             items.append((name, k, v))
         return items
 
-    def value(self, node: yaml.Node) -> object:
-        return self.loader.construct_object(node, deep=True)
+    def value(self, node: yaml.Node, key: str) -> object:
+        # Unknown tags (`!foo`) and bad tagged scalars (`!!int x`) fail here.
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError) as e:
+            problem = getattr(e, "problem", None) or str(e)
+            raise self.error(node, key, f"not valid YAML: {problem}") from None
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
@@ -202,7 +210,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     try:
         root = r.loader.get_single_node()
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
     if root is None:
         raise ConfigError(f"{source}: empty config: cache_dir is required")
     values: dict[str, Any] = {}
@@ -221,8 +231,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
                 known = ", ".join(sorted({*(_FIELDS), "policy"}))
                 raise r.error(k, key, f"unknown key (known: {known})")
             attr, parse = _FIELDS[key]
+            raw = r.value(v, key)
             try:
-                values[attr] = parse(r.value(v))
+                values[attr] = parse(raw)
             except ValueError as e:
                 raise r.error(v, key, str(e)) from None
     if "cache_dir" not in values:
@@ -240,7 +251,7 @@ def _policy(r: _Reader, knode: yaml.Node, vnode: yaml.Node) -> tuple[str, dict[s
         items = r.mapping(vnode, "policy")
     raw = {k: (kn, v) for k, kn, v in items}
     name_node = raw.pop("name", None)
-    name = r.value(name_node[1]) if name_node else DEFAULT_POLICY
+    name = r.value(name_node[1], "policy.name") if name_node else DEFAULT_POLICY
     if name not in POLICIES:
         node = name_node[1] if name_node else vnode
         raise r.error(node, "policy.name", f"unknown policy {name!r} (known: {', '.join(POLICIES)})")
@@ -250,8 +261,9 @@ def _policy(r: _Reader, knode: yaml.Node, vnode: yaml.Node) -> tuple[str, dict[s
         if key not in defaults:
             known = ", ".join(defaults) or "none"
             raise r.error(kn, f"policy.{key}", f"not a parameter of {name!r} (known: {known})")
+        raw_value = r.value(v, f"policy.{key}")
         try:
-            params[key] = parse_duration(r.value(v))
+            params[key] = parse_duration(raw_value)
         except ValueError as e:
             raise r.error(v, f"policy.{key}", str(e)) from None
     return str(name), params

@@ -76,7 +76,12 @@ def judge(
     digests = prefix_digests(text, [c.header.text_bytes for c in candidates] + [n])
     if len(text) < n or digests.get(n) != new.sha:
         return Verdict(text_matches_name=False, covered=(), superseded=())
-    covered = [c for c in candidates if digests.get(c.header.text_bytes) == c.sha]
+    # Strict prefixes only (spec §4 step 2): never N itself, nor a same-text twin.
+    covered = [
+        c for c in candidates
+        if c.header.text_bytes < n and c.name != new.name
+        and digests.get(c.header.text_bytes) == c.sha
+    ]  # fmt: skip
     triggers = new.header.reason in TRIGGERS
     superseded = tuple(
         Decision(

@@ -1,0 +1,120 @@
+"""Hand-built Headers, Snapshots and Indexes for unit tests (no filesystem).
+
+Import as `from tests.unit.builders import snapshot, index_of, ...`. Every
+builder takes keyword overrides for any header field, so a test states only
+the facts it is about.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from kvgroomd.decision import Fingerprint
+from kvgroomd.index import SHORT_HEAD, Index, Snapshot, head_key
+from kvgroomd.snapshot import ABI_CURRENT, PREFIX_BYTES, Header, Reason, sha1_hex
+
+T0 = 1_780_000_000  # a fake "now" in late May 2026, as in the fixtures
+HOUR = 3600
+DAY = 24 * HOUR
+CTX = 32768
+
+_inodes = itertools.count(1000)
+_anon = itertools.count(1)
+
+
+def header(
+    *,
+    reason: Reason = Reason.CONTINUED,
+    tokens: int = 1000,
+    text_bytes: int | None = None,
+    hits: int = 0,
+    quant_bits: int = 2,
+    model_id: int = 0,
+    ctx_size: int = CTX,
+    abi: int = ABI_CURRENT,
+    created_at: int = T0 - DAY,
+    last_used: int | None = None,
+    payload_bytes: int | None = None,
+    ext_flags: int = 0,
+    reason_code: int = -1,
+) -> Header:
+    """A valid version-1 header; text_bytes defaults to tokens (1 byte/token),
+    last_used to created_at and payload_bytes to 4096 + 8 * tokens."""
+    return Header(
+        quant_bits=quant_bits, reason=reason, ext_flags=ext_flags, model_id=model_id,
+        tokens=tokens, hits=hits, ctx_size=ctx_size, abi=abi, created_at=created_at,
+        last_used=created_at if last_used is None else last_used,
+        payload_bytes=4096 + 8 * tokens if payload_bytes is None else payload_bytes,
+        text_bytes=tokens if text_bytes is None else text_bytes, reason_code=reason_code,
+    )  # fmt: skip
+
+
+def fingerprint(
+    size: int, *, ino: int | None = None, dev: int = 1, mtime_ns: int = 0
+) -> Fingerprint:
+    """A fake file identity; each call gets a fresh inode unless one is given."""
+    return Fingerprint(dev, next(_inodes) if ino is None else ino, size, mtime_ns)
+
+
+def anon_name() -> str:
+    """A fresh, well-formed `<40 hex>.kv` name not derived from any text."""
+    return f"{next(_anon):040x}.kv"
+
+
+def snapshot(
+    text: bytes | None = None,
+    *,
+    name: str | None = None,
+    size: int | None = None,
+    ino: int | None = None,
+    dev: int = 1,
+    mtime_ns: int = 0,
+    covered: bool = False,
+    head: int | None = None,
+    **fields: Any,
+) -> Snapshot:
+    """A Snapshot as the index would hold it.
+
+    With `text`: name = sha1(text).kv, text_bytes = len(text), tokens defaults
+    to len(text) and the head bucket is computed from the text. Without it: a
+    fresh anonymous name. Size defaults to the header's minimal file size.
+    """
+    if text is not None:
+        fields.setdefault("text_bytes", len(text))
+        fields.setdefault("tokens", len(text))
+        if name is None:
+            name = f"{sha1_hex(text)}.kv"
+        if head is None:
+            head = head_key(text[:64], len(text))
+    h = header(**fields)
+    if name is None:
+        name = anon_name()
+    if size is None:
+        size = PREFIX_BYTES + h.text_bytes + h.payload_bytes
+    seen = Fingerprint(dev, next(_inodes) if ino is None else ino, size, mtime_ns)
+    return Snapshot(name, name[:40].lower(), h, seen, SHORT_HEAD if head is None else head, covered)
+
+
+def index_of(*snapshots: Snapshot, capacity: int = 16) -> Index:
+    """An Index holding `snapshots`, put in order."""
+    index = Index(capacity)
+    for s in snapshots:
+        index.put(s)
+    return index
+
+
+def chat_text(n: int, *, seed: str = "C") -> bytes:
+    """`n` bytes of a deterministic ds4-style conversation; texts of the same
+    seed are byte prefixes of each other; different seeds diverge within the
+    first 64 bytes (so they fall in different head buckets)."""
+    turn = (
+        f"<｜User｜>conversation {seed}: question {{i}} about the cache?"
+        f"<｜Assistant｜>answer {{i}} for {seed}, with some detail.\n"
+    )
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += turn.format(i=i).encode()
+        i += 1
+    return bytes(out[:n])

@@ -1,0 +1,350 @@
+"""Configuration: sizes, durations, defaults, and errors that point at key and line."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from kvgroomd.config import (
+    Config,
+    ConfigError,
+    format_size,
+    parse_config,
+    parse_duration,
+    parse_size,
+)
+from kvgroomd.scoring import DEFAULT_POLICY, POLICIES, PREFILL_DEFAULTS
+
+SRC = "kvgroomd.yaml"
+
+
+def config(text: str) -> Config:
+    return parse_config(text, SRC)
+
+
+def error(text: str) -> str:
+    """The ConfigError message parsing `text` raises."""
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, SRC)
+    return str(e.value)
+
+
+def assert_points_at(message: str, line: int, key: str) -> None:
+    """The message starts with `file:line:` and names `key`."""
+    assert message.startswith(f"{SRC}:{line}: "), message
+    assert re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message), message
+
+
+class TestSizes:
+    @pytest.mark.parametrize(
+        ("text", "size"),
+        [("8GiB", 8 * 2**30), ("500MiB", 500 * 2**20), ("4KiB", 4096), ("2TiB", 2 * 2**40),
+         ("1.5GB", 1_500_000_000), ("500MB", 500_000_000), ("3KB", 3000), ("1TB", 10**12),
+         ("4096", 4096), ("4096B", 4096), ("0", 0), ("8 GiB", 8 * 2**30), ("8gib", 8 * 2**30),
+         (" 500mib ", 500 * 2**20), ("0.5KiB", 512), ("2.01KB", 2010), ("4.02KB", 4020),
+         ("1.5B", 1)],
+    )  # fmt: skip
+    def test_strings(self, text: str, size: int) -> None:
+        """Sizes take binary (KiB..TiB) and decimal (KB..TB) units, any case;
+        decimal fractions are exact, fractional bytes round down."""
+        assert parse_size(text) == size
+
+    @pytest.mark.parametrize("n", [0, 1, 4096, 2**45])
+    def test_integers_are_bytes(self, n: int) -> None:
+        """A bare integer is a byte count."""
+        assert parse_size(n) == n
+
+    @pytest.mark.parametrize(
+        "bad", [-1, True, False, 1.5, None, "", "GiB", "8G", "8 gigs", "-5MiB", "8GiB!", "1e9", [1]]
+    )
+    def test_rejected(self, bad: object) -> None:
+        """Negative, boolean, float and unit-less-garbage values are rejected."""
+        with pytest.raises(ValueError, match="size"):
+            parse_size(bad)
+
+    @pytest.mark.parametrize(
+        ("n", "text"),
+        [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (291.8 * 2**20, "291.8 MiB"),
+         (8 * 2**30, "8.0 GiB"), (3 * 2**40, "3.0 TiB")],
+    )  # fmt: skip
+    def test_format_size(self, n: float, text: str) -> None:
+        """format_size prints binary units with one decimal."""
+        assert format_size(n) == text
+
+
+class TestDurations:
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [("120s", 120.0), ("5m", 300.0), ("6h", 21600.0), ("7d", 604800.0), ("250ms", 0.25),
+         ("1.5h", 5400.0), ("90", 90.0), (" 2 m ", 120.0), (30, 30.0), (1.5, 1.5), (0, 0.0)],
+    )  # fmt: skip
+    def test_values(self, text: object, seconds: float) -> None:
+        """Durations are numbers of seconds or strings with ms/s/m/h/d."""
+        got = parse_duration(text)
+        assert got == seconds
+        assert isinstance(got, float)
+
+    @pytest.mark.parametrize(
+        "bad", [-1, -0.5, math.inf, math.nan, True, None, "", "5 minutes", "-5s", "5H", "1w", [5]]
+    )
+    def test_rejected(self, bad: object) -> None:
+        """Negative, infinite, NaN, boolean and unknown-unit durations are rejected."""
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(bad)
+
+
+class TestDefaults:
+    def test_only_cache_dir_given(self) -> None:
+        """A config with only cache_dir gets every documented default."""
+        c = config("cache_dir: /var/cache/ds4\n")
+        assert c == Config(cache_dir=Path("/var/cache/ds4"))
+        assert c.budget is None
+        assert (c.low_watermark, c.protect_new) == (0.9, 120.0)
+        assert (c.policy, dict(c.policy_params)) == (DEFAULT_POLICY, {})
+        assert DEFAULT_POLICY == "prefill"
+        assert (c.supersede, c.reject_different_quant, c.dry_run) == (True, False, False)
+        assert c.reconcile_interval == 300.0
+        assert (c.log_format, c.log_level) == ("auto", "info")
+        assert (c.orphan_temps, c.orphan_temp_age, c.stale_format) == (False, 3600.0, False)
+        assert (c.metrics_textfile, c.metrics_listen) == (None, None)
+
+    def test_cache_dir_expands_the_home_directory(self) -> None:
+        """cache_dir: ~/x expands ~."""
+        assert config("cache_dir: ~/kv\n").cache_dir == Path("~/kv").expanduser()
+
+    def test_every_key(self) -> None:
+        """Every key of a full config lands in its field, parsed."""
+        c = config(
+            "cache_dir: /kv\n"
+            "budget: 8GiB\n"
+            "low_watermark: 0.8\n"
+            "protect_new: 5m\n"
+            "supersede: false\n"
+            "reject_different_quant: true\n"
+            "reconcile_interval: 1h\n"
+            "dry_run: true\n"
+            "log:\n  format: json\n  level: debug\n"
+            "cleanup:\n  orphan_temps: true\n  orphan_temp_age: 2h\n  stale_format: true\n"
+            "metrics:\n  textfile: /run/kv.prom\n  listen: 127.0.0.1:9101\n"
+            "policy: ds4\n"
+        )
+        assert c == Config(
+            cache_dir=Path("/kv"), budget=8 * 2**30, low_watermark=0.8, protect_new=300.0,
+            policy="ds4", policy_params={}, supersede=False, reject_different_quant=True,
+            reconcile_interval=3600.0, dry_run=True, log_format="json", log_level="debug",
+            orphan_temps=True, orphan_temp_age=7200.0, stale_format=True,
+            metrics_textfile=Path("/run/kv.prom"), metrics_listen="127.0.0.1:9101",
+        )  # fmt: skip
+
+    def test_budget_null_means_no_budget(self) -> None:
+        """budget: null (or ~) disables budget eviction."""
+        assert config("cache_dir: /kv\nbudget: null\n").budget is None
+        assert config("cache_dir: /kv\nbudget: ~\n").budget is None
+
+    def test_budget_integer_bytes(self) -> None:
+        """A bare integer budget is bytes."""
+        assert config("cache_dir: /kv\nbudget: 1000000\n").budget == 1_000_000
+
+    def test_effective_merges_policy_defaults(self) -> None:
+        """effective() shows plain data with the policy's defaults merged in."""
+        c = config("cache_dir: /kv\npolicy:\n  name: prefill\n  covered_factor: 0.5\n")
+        eff = c.effective()
+        assert eff["cache_dir"] == "/kv"
+        assert eff["metrics_textfile"] is None
+        assert eff["policy_params"] == {**PREFILL_DEFAULTS, "covered_factor": 0.5}
+
+    def test_with_overrides_skips_none(self) -> None:
+        """with_overrides applies given values and ignores None."""
+        c = config("cache_dir: /kv\n").with_overrides(dry_run=True, budget=None, log_level="debug")
+        assert (c.dry_run, c.budget, c.log_level) == (True, None, "debug")
+
+
+class TestPolicy:
+    def test_bare_name(self) -> None:
+        """`policy: NAME` selects a policy with no parameter overrides."""
+        c = config("cache_dir: /kv\npolicy: ds4\n")
+        assert (c.policy, dict(c.policy_params)) == ("ds4", {})
+
+    def test_mapping_with_params(self) -> None:
+        """`policy: {name, param: value}` takes durations and plain numbers."""
+        c = config(
+            "cache_dir: /kv\npolicy:\n  name: prefill\n  hit_half_life: 3d\n"
+            "  covered_factor: 0.5\n  consume_tokens: 20000\n"
+        )
+        assert c.policy == "prefill"
+        assert dict(c.policy_params) == {
+            "hit_half_life": 3 * 86400.0,
+            "covered_factor": 0.5,
+            "consume_tokens": 20000.0,
+        }
+
+    def test_mapping_without_name_is_the_default_policy(self) -> None:
+        """A policy mapping without `name` tunes the default policy."""
+        c = config("cache_dir: /kv\npolicy:\n  idle_half_life: 1d\n")
+        assert c.policy == DEFAULT_POLICY
+        assert dict(c.policy_params) == {"idle_half_life": 86400.0}
+
+    def test_every_registered_policy_is_accepted(self) -> None:
+        """Each name in POLICIES is a valid `policy:` value."""
+        for name in POLICIES:
+            assert config(f"cache_dir: /kv\npolicy: {name}\n").policy == name
+
+
+class TestErrors:
+    def test_unknown_top_level_key(self) -> None:
+        """A mistyped top-level key is named with its line."""
+        msg = error("cache_dir: /kv\n\nbudgt: 8GiB\n")
+        assert_points_at(msg, 3, "budgt")
+        assert "unknown key" in msg
+        assert "budget" in msg  # the known keys are listed
+
+    def test_unknown_nested_key_under_log(self) -> None:
+        """A mistyped key under log: is named as log.<key> with its line."""
+        msg = error("cache_dir: /kv\nlog:\n  format: json\n  levl: debug\n")
+        assert_points_at(msg, 4, "log.levl")
+        assert "unknown key" in msg
+
+    def test_block_that_is_not_a_mapping(self) -> None:
+        """log: given a scalar is named with its line."""
+        msg = error("cache_dir: /kv\nlog: json\n")
+        assert_points_at(msg, 2, "log")
+        assert "mapping" in msg
+
+    @pytest.mark.parametrize(
+        ("text", "line", "key"),
+        [("cache_dir: /kv\ndry_run: 'yes'\n", 2, "dry_run"),
+         ("cache_dir: 5\n", 1, "cache_dir"),
+         ("cache_dir: /kv\nsupersede: 1\n", 2, "supersede"),
+         ("cache_dir: /kv\nlow_watermark: high\n", 2, "low_watermark"),
+         ("cache_dir: /kv\ncleanup:\n  orphan_temps: sometimes\n", 3, "cleanup.orphan_temps"),
+         ("cache_dir: /kv\nbudget: [8, GiB]\n", 2, "budget"),
+         ("cache_dir: /kv\nmetrics:\n  textfile: 3\n", 3, "metrics.textfile")],
+    )  # fmt: skip
+    def test_wrong_type(self, text: str, line: int, key: str) -> None:
+        """A value of the wrong type is named with its key and line."""
+        assert_points_at(error(text), line, key)
+
+    @pytest.mark.parametrize(
+        ("text", "line", "key"),
+        [("cache_dir: /kv\nbudget: 8 gigs\n", 2, "budget"),
+         ("cache_dir: /kv\nbudget: -1\n", 2, "budget"),
+         ("cache_dir: /kv\nlow_watermark: 1.5\n", 2, "low_watermark"),
+         ("cache_dir: /kv\nlow_watermark: 0\n", 2, "low_watermark"),
+         ("cache_dir: /kv\nprotect_new: soon\n", 2, "protect_new"),
+         ("cache_dir: /kv\nreconcile_interval: 0s\n", 2, "reconcile_interval"),
+         ("cache_dir: /kv\nlog:\n  level: loud\n", 3, "log.level"),
+         ("cache_dir: /kv\nlog:\n  format: xml\n", 3, "log.format"),
+         ("cache_dir: /kv\nmetrics:\n  listen: nowhere\n", 3, "metrics.listen"),
+         ("cache_dir: ''\n", 1, "cache_dir")],
+    )  # fmt: skip
+    def test_bad_value(self, text: str, line: int, key: str) -> None:
+        """A value of the right type but out of range is named with key and line."""
+        assert_points_at(error(text), line, key)
+
+    def test_unknown_policy_name_bare(self) -> None:
+        """An unknown bare policy name is named with its line and the known ones."""
+        msg = error("cache_dir: /kv\nbudget: 1GiB\npolicy: lru\n")
+        assert_points_at(msg, 3, "policy.name")
+        assert "'lru'" in msg
+        assert all(name in msg for name in POLICIES)
+
+    def test_unknown_policy_name_in_mapping(self) -> None:
+        """An unknown name inside a policy mapping is reported on the name's line."""
+        msg = error("cache_dir: /kv\npolicy:\n  hit_half_life: 1d\n  name: lfu\n")
+        assert_points_at(msg, 4, "policy.name")
+        assert "'lfu'" in msg
+
+    def test_unknown_policy_parameter(self) -> None:
+        """A parameter the policy does not have is named with its line."""
+        msg = error("cache_dir: /kv\npolicy:\n  name: prefill\n  half_life: 1d\n")
+        assert_points_at(msg, 4, "policy.half_life")
+        assert "hit_half_life" in msg  # the known parameters are listed
+
+    def test_parameter_of_a_policy_without_parameters(self) -> None:
+        """ds4 takes no parameters: any is an error naming it."""
+        msg = error("cache_dir: /kv\npolicy:\n  name: ds4\n  hit_half_life: 1d\n")
+        assert_points_at(msg, 4, "policy.hit_half_life")
+        assert "none" in msg
+
+    def test_bad_policy_parameter_value(self) -> None:
+        """A policy parameter value that is not a number/duration is named with its line."""
+        msg = error("cache_dir: /kv\npolicy:\n  name: prefill\n\n  covered_factor: lots\n")
+        assert_points_at(msg, 5, "policy.covered_factor")
+
+    def test_missing_cache_dir(self) -> None:
+        """A config without cache_dir says cache_dir is required, with a line."""
+        msg = error("budget: 8GiB\nsupersede: true\n")
+        assert_points_at(msg, 1, "cache_dir")
+        assert "required" in msg
+
+    @pytest.mark.parametrize("text", ["", "# only a comment\n"])
+    def test_empty_config_requires_cache_dir(self, text: str) -> None:
+        """An empty config names the missing cache_dir."""
+        assert "cache_dir" in error(text)
+
+    def test_duplicate_top_level_key(self) -> None:
+        """A key given twice is reported at its second occurrence."""
+        msg = error("cache_dir: /a\nbudget: 1GiB\ncache_dir: /b\n")
+        assert_points_at(msg, 3, "cache_dir")
+        assert "twice" in msg
+
+    def test_duplicate_nested_key(self) -> None:
+        """A key given twice inside a block is named block.key with its line."""
+        msg = error("cache_dir: /a\nlog:\n  level: info\n  level: debug\n")
+        assert_points_at(msg, 4, "log.level")
+        assert "twice" in msg
+
+    def test_duplicate_policy_parameter(self) -> None:
+        """A policy parameter given twice is named with its line."""
+        msg = error("cache_dir: /a\npolicy:\n  covered_factor: 0.1\n  covered_factor: 0.2\n")
+        assert_points_at(msg, 4, "policy.covered_factor")
+
+    @pytest.mark.parametrize(
+        ("text", "line", "key"),
+        [("cache_dir: /kv\n  budget: 8GiB\n", 2, "budget"),
+         ("cache_dir: /kv\nbudget: 8GiB\n\tlog: x\n", 3, "log"),
+         ("cache_dir: /kv\nlog: {format: json\n", 3, "format")],
+    )  # fmt: skip
+    def test_yaml_syntax_error(self, text: str, line: int, key: str) -> None:
+        """A YAML syntax error names the file and line, and quotes the offending text."""
+        msg = error(text)
+        assert_points_at(msg, line, key)
+        assert "not valid YAML" in msg
+        assert "<unicode string>" not in msg
+
+    @pytest.mark.parametrize(
+        ("text", "line", "key"),
+        [
+            ("cache_dir: !foo /kv\n", 1, "cache_dir"),
+            ("cache_dir: /kv\nbudget: !!int lots\n", 2, "budget"),
+            ("cache_dir: /kv\nprotect_new: 2024-13-45\n", 2, "protect_new"),
+            ("cache_dir: /kv\npolicy: !lru ds4\n", 2, "policy.name"),
+            ("cache_dir: /kv\npolicy:\n  covered_factor: !!float x\n", 3, "policy.covered_factor"),
+            ("cache_dir: /kv\nlog:\n  !x level: info\n", 3, "log"),
+        ],
+    )
+    def test_bad_tag_or_tagged_scalar(self, text: str, line: int, key: str) -> None:
+        """A value YAML cannot construct (unknown tag, bad !!int) is a ConfigError
+        naming key and line, not a stack trace."""
+        msg = error(text)
+        assert_points_at(msg, line, key)
+        assert "not valid YAML" in msg
+
+    def test_top_level_not_a_mapping(self) -> None:
+        """A config that is a list, not a mapping, is rejected with a line."""
+        msg = error("- cache_dir: /kv\n")
+        assert msg.startswith(f"{SRC}:1: ")
+        assert "mapping" in msg
+
+    def test_non_string_key(self) -> None:
+        """A key that is not a word (e.g. a number) is rejected with its line."""
+        msg = error("cache_dir: /kv\n42: x\n")
+        assert msg.startswith(f"{SRC}:2: ")
+        assert "42" in msg
+
+    def test_errors_are_value_errors(self) -> None:
+        """ConfigError is a ValueError, so callers can catch either."""
+        assert issubclass(ConfigError, ValueError)

@@ -1,0 +1,370 @@
+"""Supersession (spec §4): one snapshot per prefix chain.
+
+The four cases of the upstream proposal: a shorter `continued` of the same
+conversation goes when a longer cold/continued lands; an unrelated entry stays;
+N never supersedes itself; intentional checkpoints (cold, evict, shutdown)
+stay, and an evict/shutdown arrival supersedes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from kvgroomd.decision import Cause
+from kvgroomd.index import Index, Snapshot
+from kvgroomd.snapshot import Reason, sha1_hex
+from kvgroomd.supersede import (
+    CHAIN_REASONS,
+    TRIGGERS,
+    Verdict,
+    can_stand_in,
+    judge,
+    prefix_candidates,
+    sweep_order,
+)
+from tests.unit.builders import CTX, DAY, T0, chat_text, index_of, snapshot
+
+NOW = T0
+C = chat_text(40_000)  # conversation C; its prefixes are the chain
+U = chat_text(40_000, seed="U")  # an unrelated conversation
+
+
+def land(index: Index, new: Snapshot, text: bytes, *, strict_quant: bool = False) -> Verdict:
+    """What happens when `new` (with `text`) lands next to what `index` holds."""
+    candidates = prefix_candidates(index, new, strict_quant=strict_quant)
+    return judge(new, text, candidates, now=NOW)
+
+
+def superseded(v: Verdict) -> set[str]:
+    return {d.name for d in v.superseded}
+
+
+def cont(n: int, text: bytes = C, **kw: object) -> Snapshot:
+    """A `continued` snapshot of the first n bytes of `text`."""
+    return snapshot(text[:n], reason=Reason.CONTINUED, **kw)  # type: ignore[arg-type]
+
+
+class TestSupersedes:
+    @pytest.mark.parametrize("reason", [Reason.CONTINUED, Reason.COLD])
+    def test_strict_prefix_continued_is_superseded(self, reason: Reason) -> None:
+        """A continued whose text is a strict prefix of a new cold/continued goes."""
+        old = cont(10_240)
+        new = snapshot(C[:20_480], reason=reason)
+        v = land(index_of(old, new), new, C[:20_480])
+        assert v.text_matches_name
+        assert v.covered == (old.name,)
+        assert superseded(v) == {old.name}
+
+    def test_decision_names_the_new_snapshot(self) -> None:
+        """The superseded decision carries O's identity and facts and names N."""
+        old = cont(10_240, hits=2, created_at=NOW - 300, size=157_000)
+        new = cont(20_480)
+        (d,) = land(index_of(old, new), new, C[:20_480]).superseded
+        assert d.name == old.name
+        assert d.cause is Cause.SUPERSEDED
+        assert d.seen == old.seen
+        assert d.fields == {
+            "sha": old.sha, "reason": "continued", "tokens": 10_240, "hits": 2,
+            "size": 157_000, "age_s": 300, "superseded_by": new.sha,
+            "superseded_by_tokens": 20_480,
+        }  # fmt: skip
+
+    def test_whole_ladder_goes_at_once(self) -> None:
+        """Every shorter continued of the chain is superseded by the longest."""
+        ladder = [cont(n) for n in (10_240, 20_480, 30_720)]
+        new = cont(40_000)
+        v = land(index_of(*ladder, new), new, C[:40_000])
+        assert superseded(v) == {s.name for s in ladder}
+
+    def test_upper_case_names_work_both_ways(self) -> None:
+        """Upper-case hex names (which the engine accepts) supersede and are superseded."""
+        old = cont(10_000)
+        old = dataclasses.replace(old, name=old.name[:40].upper() + ".kv")
+        new = cont(20_000)
+        new = dataclasses.replace(new, name=new.name[:40].upper() + ".kv")
+        v = land(index_of(old, new), new, C[:20_000])
+        assert v.text_matches_name
+        assert superseded(v) == {old.name}
+
+    def test_short_prefix_below_head_bytes_is_found(self) -> None:
+        """A continued shorter than the 64-byte head bucket is still a candidate."""
+        old = cont(40)
+        new = cont(5000)
+        assert superseded(land(index_of(old, new), new, C[:5000])) == {old.name}
+
+    def test_spec_example_ladder(self) -> None:
+        """Spec §4's example: 1-3 go as the next lands; 4 stays because 5 is an evict."""
+        index = Index()
+        sizes = [10_240, 20_480, 30_720, 40_000]
+        for i, n in enumerate(sizes):
+            s = cont(n)
+            index.put(s)
+            for d in land(index, s, C[:n]).superseded:
+                index.pop(d.name)
+            if i:
+                assert cont(sizes[i - 1]).name not in index
+        last = snapshot(C[:40_000] + b" and the tail", reason=Reason.EVICT)
+        index.put(last)
+        v = land(index, last, C[:40_000] + b" and the tail")
+        assert v.superseded == ()
+        assert v.covered == (cont(40_000).name,)
+        assert sorted(index.names) == sorted([cont(40_000).name, last.name])
+
+
+class TestKept:
+    def test_unrelated_entry_is_kept(self) -> None:
+        """A continued of another conversation is neither covered nor superseded."""
+        other = cont(10_240, U)
+        new = cont(20_480)
+        v = land(index_of(other, new), new, C[:20_480])
+        assert v.covered == ()
+        assert v.superseded == ()
+
+    def test_same_head_but_diverging_text_is_kept(self) -> None:
+        """A continued sharing the first bytes but diverging later is kept."""
+        diverged = C[:5000] + b"X" + C[5001:10_000]
+        old = snapshot(diverged, reason=Reason.CONTINUED)
+        new = cont(20_000)
+        index = index_of(old, new)
+        assert [c.name for c in prefix_candidates(index, new, strict_quant=False)] == [old.name]
+        v = land(index, new, C[:20_000])
+        assert v.covered == ()
+        assert v.superseded == ()
+
+    def test_longer_continued_is_kept(self) -> None:
+        """A continued longer than N (N is its prefix) is not superseded by N."""
+        longer = cont(30_000)
+        new = cont(10_000)
+        v = land(index_of(longer, new), new, C[:10_000])
+        assert v.covered == ()
+        assert v.superseded == ()
+
+    def test_cold_checkpoint_is_kept_but_covered(self) -> None:
+        """A cold prefix is never superseded, though N's text covers it."""
+        anchor = snapshot(C[:2048], reason=Reason.COLD)
+        new = cont(10_240)
+        v = land(index_of(anchor, new), new, C[:10_240])
+        assert v.covered == (anchor.name,)
+        assert v.superseded == ()
+
+    @pytest.mark.parametrize("reason", [Reason.EVICT, Reason.SHUTDOWN])
+    def test_evict_and_shutdown_prefixes_are_kept_but_covered(self, reason: Reason) -> None:
+        """Evict and shutdown prefixes are intentional checkpoints: kept, covered."""
+        old = snapshot(C[:3000], reason=reason)
+        new = cont(10_000)
+        v = land(index_of(old, new), new, C[:10_000])
+        assert v.covered == (old.name,)
+        assert v.superseded == ()
+
+    @pytest.mark.parametrize("reason", [Reason.EVICT, Reason.SHUTDOWN])
+    def test_evict_and_shutdown_arrivals_supersede_nothing(self, reason: Reason) -> None:
+        """An evict/shutdown N supersedes nothing, yet reports what it covers."""
+        olds = [cont(10_240), snapshot(C[:2048], reason=Reason.COLD)]
+        new = snapshot(C[:20_000], reason=reason)
+        v = land(index_of(*olds, new), new, C[:20_000])
+        assert v.text_matches_name
+        assert set(v.covered) == {s.name for s in olds}
+        assert v.superseded == ()
+
+    @pytest.mark.parametrize("reason", [Reason.AGENT_SYSTEM, Reason.AGENT_SESSION, Reason.UNKNOWN])
+    def test_agent_and_unknown_entries_are_never_candidates(self, reason: Reason) -> None:
+        """agent-* and unknown prefixes are neither candidates, covered nor superseded."""
+        old = snapshot(C[:3000], reason=reason)
+        new = cont(10_000)
+        index = index_of(old, new)
+        assert prefix_candidates(index, new, strict_quant=False) == []
+        v = land(index, new, C[:10_000])
+        assert (v.covered, v.superseded) == ((), ())
+
+    def test_unknown_raw_reason_code_is_never_superseded(self) -> None:
+        """A prefix whose reason byte is above 6 reads as unknown and is kept."""
+        old = snapshot(C[:3000], reason=Reason.UNKNOWN, reason_code=9)
+        new = cont(10_000)
+        assert land(index_of(old, new), new, C[:10_000]).covered == ()
+
+    @pytest.mark.parametrize("reason", [Reason.AGENT_SYSTEM, Reason.AGENT_SESSION, Reason.UNKNOWN])
+    def test_agent_and_unknown_arrivals_take_no_part(self, reason: Reason) -> None:
+        """An agent or unknown N has no candidates at all."""
+        old = cont(3000)
+        new = snapshot(C[:10_000], reason=reason)
+        assert prefix_candidates(index_of(old, new), new, strict_quant=False) == []
+
+
+class TestNeverItself:
+    def test_new_is_not_its_own_candidate(self) -> None:
+        """N, indexed, is not among its own candidates."""
+        new = cont(10_000)
+        index = index_of(new)
+        assert prefix_candidates(index, new, strict_quant=False) == []
+        assert land(index, new, C[:10_000]) == Verdict(True, (), ())
+
+    def test_judge_never_supersedes_new_itself(self) -> None:
+        """Even handed N as a candidate, judge does not cover or supersede it."""
+        new = cont(10_000)
+        v = judge(new, C[:10_000], [new], now=NOW)
+        assert v.text_matches_name
+        assert v.covered == ()
+        assert v.superseded == ()
+
+    def test_same_text_under_another_name_case_is_kept(self) -> None:
+        """An equal-length twin (same text, upper-case hex name) is not a strict
+        prefix, so it is not superseded."""
+        new = cont(10_000)
+        twin = dataclasses.replace(cont(10_000), name=new.name[:40].upper() + ".kv")
+        index = index_of(twin, new)
+        assert prefix_candidates(index, new, strict_quant=False) == []
+        v = judge(new, C[:10_000], [twin], now=NOW)
+        assert (v.covered, v.superseded) == ((), ())
+
+    def test_equal_length_other_text_is_kept(self) -> None:
+        """A continued of equal length but other text is kept."""
+        other = snapshot(C[:9_999] + b"#", reason=Reason.CONTINUED)
+        new = cont(10_000)
+        v = land(index_of(other, new), new, C[:10_000])
+        assert (v.covered, v.superseded) == ((), ())
+
+
+class TestCompatibility:
+    def test_other_model_is_kept(self) -> None:
+        """A prefix written for another model_id is not superseded."""
+        old = cont(10_000, model_id=1)
+        new = cont(20_000, model_id=0)
+        assert land(index_of(old, new), new, C[:20_000]).superseded == ()
+
+    @pytest.mark.parametrize(("strict", "gone"), [(True, False), (False, True)])
+    def test_quant_matters_only_when_strict(self, strict: bool, gone: bool) -> None:
+        """A prefix of other quant goes only when cross-quant reuse is allowed."""
+        old = cont(10_000, quant_bits=4)
+        new = cont(20_000, quant_bits=2)
+        v = land(index_of(old, new), new, C[:20_000], strict_quant=strict)
+        assert (superseded(v) == {old.name}) is gone
+
+    def test_same_quant_goes_when_strict(self) -> None:
+        """With strict quant, a prefix of the same quant still goes."""
+        old = cont(10_000, quant_bits=4)
+        new = cont(20_000, quant_bits=4)
+        assert superseded(land(index_of(old, new), new, C[:20_000], strict_quant=True)) == {
+            old.name
+        }
+
+    @pytest.mark.parametrize(
+        ("old_ctx", "new_ctx", "gone"),
+        [(CTX, CTX, True), (2 * CTX, CTX, True), (CTX, 2 * CTX, False)],
+    )
+    def test_ctx_size_new_must_not_exceed_old(self, old_ctx: int, new_ctx: int, gone: bool) -> None:
+        """O goes only when N.ctx_size <= O.ctx_size (a small server can load N too)."""
+        old = cont(10_000, ctx_size=old_ctx)
+        new = cont(20_000, ctx_size=new_ctx)
+        assert (superseded(land(index_of(old, new), new, C[:20_000])) == {old.name}) is gone
+
+    @pytest.mark.parametrize(
+        ("old_abi", "new_abi", "gone"),
+        [(2, 2, True), (0, 0, True), (2, 0, False), (0, 2, True)],
+    )
+    def test_legacy_new_stands_in_only_for_legacy(
+        self, old_abi: int, new_abi: int, gone: bool
+    ) -> None:
+        """A legacy (ABI 0) N, invisible to current engines, never supersedes a
+        current O; a current N stands in for a legacy O."""
+        old = cont(10_000, abi=old_abi)
+        new = cont(20_000, abi=new_abi)
+        assert (superseded(land(index_of(old, new), new, C[:20_000])) == {old.name}) is gone
+
+    def test_can_stand_in_mask(self) -> None:
+        """can_stand_in gives one boolean per row, true only for compatible rows."""
+        rows = [cont(100, model_id=1), cont(200, ctx_size=CTX // 2), cont(300, quant_bits=4),
+                cont(400), cont(500, abi=0)]  # fmt: skip
+        index = index_of(*rows)
+        new = cont(1000).header
+        mask = can_stand_in(index.columns(), new, strict_quant=True)
+        assert mask.dtype == np.bool_
+        assert mask.tolist() == [False, False, False, True, True]
+        assert can_stand_in(index.columns(), new, strict_quant=False).tolist() == [
+            False, False, True, True, True]  # fmt: skip
+
+
+class TestTextMismatch:
+    def test_text_not_matching_name_supersedes_nothing(self) -> None:
+        """A new file whose text does not hash to its name supersedes nothing."""
+        old = cont(10_000)
+        new = dataclasses.replace(cont(20_000), name=sha1_hex(b"other") + ".kv",
+                                  sha=sha1_hex(b"other"))  # fmt: skip
+        v = land(index_of(old, new), new, C[:20_000])
+        assert v == Verdict(False, (), ())
+
+    def test_text_shorter_than_header_says_supersedes_nothing(self) -> None:
+        """A text shorter than N's text_bytes (changed under us) proves nothing."""
+        old = cont(10_000)
+        new = cont(20_000)
+        v = land(index_of(old, new), new, C[:15_000])
+        assert v == Verdict(False, (), ())
+
+    def test_text_longer_than_header_uses_its_prefix(self) -> None:
+        """Bytes past text_bytes (read too far) are ignored."""
+        old = cont(10_000)
+        new = cont(20_000)
+        assert superseded(land(index_of(old, new), new, C[:25_000])) == {old.name}
+
+
+class TestSweepOrder:
+    def test_longest_text_first_and_chain_reasons_only(self) -> None:
+        """sweep_order lists chain-reason snapshots by text length, longest first."""
+        snaps = [
+            cont(1000), snapshot(C[:5000], reason=Reason.COLD),
+            snapshot(U[:3000], reason=Reason.EVICT), snapshot(U[:9000], reason=Reason.SHUTDOWN),
+            snapshot(C[:7000], reason=Reason.AGENT_SESSION),
+            snapshot(C[:8000], reason=Reason.AGENT_SYSTEM),
+            snapshot(C[:6000], reason=Reason.UNKNOWN),
+        ]  # fmt: skip
+        order = sweep_order(index_of(*snaps))
+        by_name = {s.name: s for s in snaps}
+        assert [by_name[n].header.text_bytes for n in order] == [9000, 5000, 3000, 1000]
+        assert all(by_name[n].header.reason in CHAIN_REASONS for n in order)
+
+    def test_empty_index(self) -> None:
+        """An empty index has nothing to sweep."""
+        assert sweep_order(Index()) == []
+
+    def test_sweeping_longest_first_removes_every_redundant_continued(self) -> None:
+        """A full sweep (as groom does it) leaves one continued per chain, plus
+        the intentional checkpoints."""
+        snaps = [cont(n) for n in (2000, 4000, 8000)] + [cont(n, U) for n in (3000, 6000)]
+        snaps += [snapshot(C[:1000], reason=Reason.COLD), snapshot(U[:7000], reason=Reason.EVICT)]
+        texts = {s.name: (C if s.header.text_bytes in (1000, 2000, 4000, 8000) else U)
+                 [: s.header.text_bytes] for s in snaps}  # fmt: skip
+        index = index_of(*snaps)
+        for name in sweep_order(index):
+            new = index.get(name)
+            if new is None:
+                continue
+            for d in land(index, new, texts[name]).superseded:
+                index.pop(d.name)
+        kept = sorted(index.get(n).header.text_bytes for n in index)  # type: ignore[union-attr]
+        assert kept == [1000, 6000, 7000, 8000]
+
+
+class TestConstants:
+    def test_triggers_are_cold_and_continued(self) -> None:
+        """Only cold and continued arrivals trigger supersession."""
+        assert frozenset({Reason.COLD, Reason.CONTINUED}) == TRIGGERS
+
+    def test_chain_reasons_are_the_server_reasons(self) -> None:
+        """Texts of cold, continued, evict and shutdown files take part in chains."""
+        assert (
+            frozenset({Reason.COLD, Reason.CONTINUED, Reason.EVICT, Reason.SHUTDOWN})
+            == CHAIN_REASONS
+        )
+
+
+def test_old_file_age_uses_created_at() -> None:
+    """age_s in a superseded decision is now - created_at, never negative."""
+    old = cont(10_000, created_at=NOW + 50)
+    new = cont(20_000)
+    (d,) = land(index_of(old, new), new, C[:20_000]).superseded
+    assert d.fields["age_s"] == 0
+    old2 = cont(10_000, created_at=NOW - 2 * DAY)
+    (d2,) = land(index_of(old2, new), new, C[:20_000]).superseded
+    assert d2.fields["age_s"] == 2 * DAY
