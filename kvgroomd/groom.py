@@ -22,7 +22,7 @@ from kvgroomd.index import Change, Index, Snapshot, drift
 from kvgroomd.names import SnapshotName, classify
 from kvgroomd.read import Invalid, fingerprint, read_snapshot, read_text
 from kvgroomd.scoring import POLICIES
-from kvgroomd.supersede import TRIGGERS, judge, prefix_candidates, sweep_order
+from kvgroomd.supersede import TRIGGERS, judge, prefix_candidates, sweep_plan
 from kvgroomd.unlink import Result, apply
 
 
@@ -109,12 +109,15 @@ class Groomer:
         """Apply the supersession rule across everything indexed (out-of-order
         arrivals, files that landed while we were not watching)."""
         covered: dict[str, bool] = dict.fromkeys(self.index.names, False)
-        for i, name in enumerate(sweep_order(self.index)):
+        plan = sweep_plan(self.index, strict_quant=self.config.reject_different_quant)
+        for i, (name, candidate_names) in enumerate(plan):
             if i % 64 == 0 and self.should_stop():
                 raise Stopped
             snap = self.index.get(name)
-            if snap is not None:
-                covered.update(dict.fromkeys(self._supersede_by(snap, now), True))
+            if snap is None:
+                continue  # superseded itself earlier in this pass
+            candidates = [c for c in map(self.index.get, candidate_names) if c is not None]
+            covered.update(dict.fromkeys(self._supersede_with(snap, candidates, now), True))
         self.index.set_covered(covered)
 
     def enforce_budget(self, now: float) -> None:
@@ -188,13 +191,12 @@ class Groomer:
             return None
         self.invalid.pop(name.name, None)
         change = self.index.put(got)
-        fields = self._fields(got)
         if change is Change.ADDED and not quiet:
-            self.log.info(events.ADDED, **fields)
+            self.log.info(events.ADDED, **self._fields(got))
         elif change is Change.REPLACED:
-            self.log.info(events.REPLACED, **fields)
+            self.log.info(events.REPLACED, **self._fields(got))
         elif change is Change.UPDATED:
-            self.log.debug(events.UPDATED, **fields)
+            self.log.debug(events.UPDATED, **self._fields(got))
         return got if change in (Change.ADDED, Change.REPLACED) else None
 
     def _report_invalid(self, bad: Invalid) -> None:
@@ -216,6 +218,10 @@ class Groomer:
         candidates = prefix_candidates(
             self.index, new, strict_quant=self.config.reject_different_quant
         )
+        return self._supersede_with(new, candidates, now)
+
+    def _supersede_with(self, new: Snapshot, candidates: list[Snapshot],
+                        now: float) -> tuple[str, ...]:  # fmt: skip
         if not candidates:
             return ()
         text = read_text(self.directory, new)

@@ -119,6 +119,9 @@ class Index:
         self._rows: npt.NDArray[np.void] = np.zeros(max(capacity, 16), dtype=ROW)
         self._names: list[str] = []
         self._where: dict[str, int] = {}
+        # Kept in step by put/pop: every event reports usage, and summing
+        # 100,000 rows per event would make a start-up scan quadratic.
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._names)
@@ -141,7 +144,7 @@ class Index:
     @property
     def total_bytes(self) -> int:
         """Sum of st_size over indexed snapshots."""
-        return int(self.columns()["size"].sum())
+        return self._bytes
 
     def row_of(self, name: str) -> int | None:
         """Row number of `name`, or None."""
@@ -178,6 +181,7 @@ class Index:
             self._names.append(s.name)
             self._where[s.name] = i
             self._rows[i] = _to_row(s)
+            self._bytes += s.seen.size
             return Change.ADDED
         old = self._rows[i]
         if (int(old["dev"]), int(old["ino"])) != (s.seen.dev, s.seen.ino):
@@ -190,6 +194,7 @@ class Index:
         new = np.array(s_row, dtype=ROW)
         if self._rows[i] == new:
             return Change.UNCHANGED
+        self._bytes += s.seen.size - int(old["size"])
         self._rows[i] = new
         return change
 
@@ -199,6 +204,7 @@ class Index:
         if i is None:
             return None
         gone = _from_row(name, self._rows[i])
+        self._bytes -= gone.size
         last = len(self._names) - 1
         if i != last:  # move the last row into the hole: O(1), order is not kept
             self._rows[i] = self._rows[last]

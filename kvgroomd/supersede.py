@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from kvgroomd.decision import Cause, Decision
 from kvgroomd.index import SHORT_HEAD, Columns, Index, Snapshot
@@ -24,7 +25,10 @@ TRIGGERS = frozenset({Reason.COLD, Reason.CONTINUED})
 CHAIN_REASONS = frozenset({Reason.COLD, Reason.CONTINUED, Reason.EVICT, Reason.SHUTDOWN})
 
 
-def can_stand_in(cols: Columns, new: Header, *, strict_quant: bool) -> np.ndarray:
+_CHAIN_CODES = [int(r) for r in CHAIN_REASONS]
+
+
+def can_stand_in(cols: Columns, new: Header, *, strict_quant: bool) -> npt.NDArray[np.bool_]:
     """Rows `new` can serve every lookup of (spec §4 step 3), as a mask.
 
     Same model; same quant when the engine rejects cross-quant reuse; a
@@ -32,30 +36,41 @@ def can_stand_in(cols: Columns, new: Header, *, strict_quant: bool) -> np.ndarra
     not `new`). A legacy-ABI `new` is invisible to current engines, so it
     stands in only for other legacy files.
     """
-    mask = (cols["model_id"] == new.model_id) & (cols["ctx_size"] >= new.ctx_size)
+    return _compatible(cols, new.model_id, new.ctx_size, new.quant_bits, new.abi,
+                       strict_quant=strict_quant)  # fmt: skip
+
+
+def _compatible(cols: Columns, model_id: int, ctx_size: int, quant_bits: int, abi: int,
+                *, strict_quant: bool) -> npt.NDArray[np.bool_]:  # fmt: skip
+    mask: npt.NDArray[np.bool_] = (cols["model_id"] == model_id) & (cols["ctx_size"] >= ctx_size)
     if strict_quant:
-        mask &= cols["quant_bits"] == new.quant_bits
-    if new.abi != ABI_CURRENT:
-        mask &= cols["abi"] == new.abi
+        mask &= cols["quant_bits"] == quant_bits
+    if abi != ABI_CURRENT:
+        mask &= cols["abi"] == abi
     return mask
 
 
-def prefix_candidates(
-    index: Index, new: Snapshot, *, strict_quant: bool
-) -> list[Snapshot]:
+def _candidate_mask(cols: Columns, new: np.void, *, strict_quant: bool) -> npt.NDArray[np.bool_]:
+    """Rows that may be strict prefixes of the row `new`: shorter, of a chain
+    reason, in its text-head bucket (or too short to have one), compatible."""
+    heads = cols["head"]
+    return (
+        (cols["text_bytes"] < new["text_bytes"])
+        & np.isin(cols["reason"], _CHAIN_CODES)
+        & ((heads == new["head"]) | (heads == SHORT_HEAD))
+        & _compatible(cols, int(new["model_id"]), int(new["ctx_size"]),
+                      int(new["quant_bits"]), int(new["abi"]), strict_quant=strict_quant)
+    )  # fmt: skip
+
+
+def prefix_candidates(index: Index, new: Snapshot, *, strict_quant: bool) -> list[Snapshot]:
     """Indexed snapshots that could be strict prefixes of `new` and that it
-    could stand in for: shorter, compatible, same text head. Empty when `new`
-    takes no part in prefix chains."""
-    if new.header.reason not in CHAIN_REASONS or len(index) == 0:
+    could stand in for. Empty when `new` takes no part in prefix chains."""
+    row = index.row_of(new.name)
+    if new.header.reason not in CHAIN_REASONS or row is None:
         return []
     cols = index.columns()
-    heads = cols["head"]
-    mask = (
-        (cols["text_bytes"] < new.header.text_bytes)
-        & np.isin(cols["reason"], [int(r) for r in CHAIN_REASONS])
-        & ((heads == new.head) | (heads == SHORT_HEAD))
-        & can_stand_in(cols, new.header, strict_quant=strict_quant)
-    )
+    mask = _candidate_mask(cols, cols[row], strict_quant=strict_quant)
     return [index.at(int(i)) for i in np.flatnonzero(mask)]
 
 
@@ -105,14 +120,34 @@ def judge(
     return Verdict(True, tuple(c.name for c in covered), superseded)
 
 
-def sweep_order(index: Index) -> list[str]:
-    """Names to check as a potential N in a full pass, longest text first.
+def sweep_plan(index: Index, *, strict_quant: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """For a full pass: each snapshot that has candidates, longest text first,
+    with the names of its candidates, computed before anything is unlinked.
 
-    Longest first: a continued file superseded by a longer one has only
-    candidates the longer one also covers, so the pass can skip it once gone.
+    Works bucket by bucket (same text head), so 100,000 unrelated snapshots
+    cost one sort, not 100,000 scans of the index. Longest first: a continued
+    file superseded by a longer one has only candidates the longer one also
+    covers, so the pass can skip it once it is gone.
     """
     cols = index.columns()
-    rows = np.flatnonzero(np.isin(cols["reason"], [int(r) for r in CHAIN_REASONS]))
-    order = rows[np.argsort(-cols["text_bytes"][rows].astype(np.int64), kind="stable")]
     names = index.names
-    return [names[int(i)] for i in order]
+    chain = np.flatnonzero(np.isin(cols["reason"], _CHAIN_CODES))
+    heads = cols["head"][chain]
+    short = chain[heads == SHORT_HEAD]
+    order = np.argsort(heads, kind="stable")
+    rows, heads = chain[order], heads[order]
+    plan: list[tuple[int, str, tuple[str, ...]]] = []
+    for group in np.split(rows, np.flatnonzero(np.diff(heads)) + 1):
+        if len(group) == 0:
+            continue
+        pool = group if cols["head"][group[0]] == SHORT_HEAD else np.concatenate([group, short])
+        if len(pool) < 2:
+            continue
+        sub = cols[pool]
+        for r in group:
+            mask = _candidate_mask(sub, cols[r], strict_quant=strict_quant)
+            if mask.any():
+                found = tuple(names[int(p)] for p in pool[mask])
+                plan.append((int(cols["text_bytes"][r]), names[int(r)], found))
+    plan.sort(key=lambda item: -item[0])
+    return [(name, found) for _, name, found in plan]

@@ -23,7 +23,7 @@ from kvgroomd.supersede import (
     can_stand_in,
     judge,
     prefix_candidates,
-    sweep_order,
+    sweep_plan,
 )
 from tests.unit.builders import CTX, DAY, T0, chat_text, index_of, snapshot
 
@@ -309,9 +309,9 @@ class TestTextMismatch:
         assert superseded(land(index_of(old, new), new, C[:25_000])) == {old.name}
 
 
-class TestSweepOrder:
+class TestSweepPlan:
     def test_longest_text_first_and_chain_reasons_only(self) -> None:
-        """sweep_order lists chain-reason snapshots by text length, longest first."""
+        """sweep_plan lists snapshots with candidates, longest text first, chain reasons only."""
         snaps = [
             cont(1000), snapshot(C[:5000], reason=Reason.COLD),
             snapshot(U[:3000], reason=Reason.EVICT), snapshot(U[:9000], reason=Reason.SHUTDOWN),
@@ -319,14 +319,27 @@ class TestSweepOrder:
             snapshot(C[:8000], reason=Reason.AGENT_SYSTEM),
             snapshot(C[:6000], reason=Reason.UNKNOWN),
         ]  # fmt: skip
-        order = sweep_order(index_of(*snaps))
+        plan = sweep_plan(index_of(*snaps), strict_quant=False)
         by_name = {s.name: s for s in snaps}
-        assert [by_name[n].header.text_bytes for n in order] == [9000, 5000, 3000, 1000]
-        assert all(by_name[n].header.reason in CHAIN_REASONS for n in order)
+        assert [by_name[n].header.text_bytes for n, _ in plan] == [9000, 5000]
+        assert [sorted(by_name[c].header.text_bytes for c in cands) for _, cands in plan] == [
+            [3000], [1000],
+        ]  # fmt: skip
 
     def test_empty_index(self) -> None:
         """An empty index has nothing to sweep."""
-        assert sweep_order(Index()) == []
+        assert sweep_plan(Index(), strict_quant=False) == []
+
+    def test_plan_matches_per_snapshot_candidates(self) -> None:
+        """The bucketed plan offers each snapshot exactly what prefix_candidates does."""
+        snaps = [cont(n) for n in (2000, 4000, 8000)] + [cont(n, U) for n in (3000, 6000)]
+        snaps += [snapshot(C[:40], reason=Reason.CONTINUED), snapshot(U[:20], reason=Reason.COLD)]
+        snaps += [snapshot(C[:9000], reason=Reason.COLD, model_id=1)]
+        index = index_of(*snaps)
+        plan = dict(sweep_plan(index, strict_quant=True))
+        for s in snaps:
+            expected = {c.name for c in prefix_candidates(index, s, strict_quant=True)}
+            assert set(plan.get(s.name, ())) == expected
 
     def test_sweeping_longest_first_removes_every_redundant_continued(self) -> None:
         """A full sweep (as groom does it) leaves one continued per chain, plus
@@ -336,11 +349,12 @@ class TestSweepOrder:
         texts = {s.name: (C if s.header.text_bytes in (1000, 2000, 4000, 8000) else U)
                  [: s.header.text_bytes] for s in snaps}  # fmt: skip
         index = index_of(*snaps)
-        for name in sweep_order(index):
+        for name, candidate_names in sweep_plan(index, strict_quant=False):
             new = index.get(name)
             if new is None:
                 continue
-            for d in land(index, new, texts[name]).superseded:
+            cands = [c for c in map(index.get, candidate_names) if c is not None]
+            for d in judge(new, texts[name], cands, now=T0).superseded:
                 index.pop(d.name)
         kept = sorted(index.get(n).header.text_bytes for n in index)  # type: ignore[union-attr]
         assert kept == [1000, 6000, 7000, 8000]
