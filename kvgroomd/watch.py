@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import queue
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchdog.events import (
@@ -44,6 +45,8 @@ class Landed:
     """A snapshot-named file is (newly) complete on disk: read it."""
 
     name: str
+    # When the event was queued (time.monotonic()), for the latency metric.
+    at: float = field(default_factory=time.monotonic, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
