@@ -1,0 +1,174 @@
+"""Metrics scraped from a real daemon's HTTP endpoint and parsed as Prometheus text."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[str, str | None], float]
+SUPERSEDED_BYTES = 19176 + 34152  # the two continued files of chain C that get superseded
+
+
+def parse(text: str) -> Samples:
+    """name and (cause or reason or le) label -> value."""
+    out: Samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            label = s.labels.get("cause") or s.labels.get("reason") or s.labels.get("le")
+            out[(s.name, label)] = s.value
+    return out
+
+
+class Daemon:
+    """`kvgroomd run` as a subprocess, its JSON log read on a thread."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kvgroomd", "run", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.lines.put(json.loads(line))
+
+    def wait_for(self, event: str, timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                rec = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if rec["event"] == event:
+                return rec
+        raise AssertionError(f"no {event} within {timeout} s")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=10)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.reader.join(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def daemon(cache_dir: Path, write_config: Any, tmp_path: Path) -> Iterator[tuple[Daemon, int]]:
+    """A daemon on the fixture directory with metrics on an ephemeral loopback port."""
+    metrics = {"listen": "127.0.0.1:0", "textfile": str(tmp_path / "k.prom")}
+    cfg = write_config(cache_dir, budget="1GiB", metrics=metrics)
+    d = Daemon(cfg)
+    try:
+        listening = d.wait_for("metrics.listening")
+        d.wait_for("daemon.ready")
+        yield d, int(listening["port"])
+    finally:
+        d.stop()
+
+
+def scrape(port: int) -> Samples:
+    """One scrape of the real endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return parse(r.read().decode())
+
+
+class TestEndpoint:
+    def test_scrape_reports_the_directory_and_the_startup_unlinks(
+        self, daemon: tuple[Daemon, int], manifest: dict[str, dict[str, Any]]
+    ) -> None:
+        """After start-up, gauges count what is indexed and counters the superseded unlinks."""
+        _, port = daemon
+        s = scrape(port)
+        valid = [f for f in manifest.values() if f["valid"]]
+        expect = {r: sum(1 for f in valid if f["reason_name"] == r) for r in ("cold", "evict")}
+        expect["continued"] = sum(1 for f in valid if f["reason_name"] == "continued") - 2
+        for reason, n in expect.items():
+            assert s[("kvgroomd_snapshots", reason)] == n
+        total = sum(f["file_size"] for f in valid) - SUPERSEDED_BYTES
+        assert sum(v for (k, _), v in s.items() if k == "kvgroomd_snapshot_bytes") == total
+        assert s[("kvgroomd_unlinks_total", "superseded")] == 2
+        assert s[("kvgroomd_freed_bytes_total", "superseded")] == SUPERSEDED_BYTES
+        assert s[("kvgroomd_unlinks_total", "budget")] == 0
+        assert s[("kvgroomd_budget_bytes", None)] == 2**30
+        assert s[("kvgroomd_invalid_files", None)] == 6
+        assert s[("kvgroomd_stale_format_snapshots", None)] == 4
+        assert s[("kvgroomd_reconcile_repairs_total", None)] == 0
+
+    def test_a_landed_file_is_counted_and_its_latency_observed(
+        self, daemon: tuple[Daemon, int], cache_dir: Path, kit: Any
+    ) -> None:
+        """A snapshot renamed into place shows up in the gauges and in the latency histogram."""
+        d, port = daemon
+        before = scrape(port)
+        kit.write_snapshot(cache_dir, b"<|User|>metrics test " * 40)
+        d.wait_for("snapshot.added")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            after = scrape(port)
+            if after.get(("kvgroomd_decision_latency_seconds_count", None), 0) >= 1:
+                break
+            time.sleep(0.05)
+        assert after[("kvgroomd_decision_latency_seconds_count", None)] >= 1
+        assert after[("kvgroomd_decision_latency_seconds_bucket", "+Inf")] >= 1
+        assert 0 < after[("kvgroomd_decision_latency_seconds_sum", None)] < 5
+        assert after[("kvgroomd_snapshots", "cold")] == before[("kvgroomd_snapshots", "cold")] + 1
+        assert after[("kvgroomd_events_total", None)] > before[("kvgroomd_events_total", None)]
+
+    def test_stops_cleanly_and_leaves_the_textfile(self, daemon: tuple[Daemon, int],
+                                                   tmp_path: Path) -> None:  # fmt: skip
+        """On SIGTERM the daemon exits 0, closes the port and leaves a parseable textfile."""
+        d, port = daemon
+        assert d.stop() == 0
+        s = parse((tmp_path / "k.prom").read_text())
+        assert s[("kvgroomd_unlinks_total", "superseded")] == 2
+        assert sorted(p.name for p in tmp_path.glob("k.prom*")) == ["k.prom"]
+        with pytest.raises(OSError):
+            scrape(port)
+
+
+class TestListen:
+    def test_bare_port_binds_to_loopback(self, cli_inproc: Any, tmp_path: Path) -> None:
+        """`metrics.listen: 9101` means 127.0.0.1:9101, never all interfaces."""
+        cfg = tmp_path / "k.yaml"
+        cfg.write_text(f"cache_dir: {tmp_path}\nmetrics:\n  listen: 9101\n")
+        code, out, _ = cli_inproc("check-config", cfg)
+        assert code == 0
+        assert json.loads(out)["metrics_listen"] == "127.0.0.1:9101"
+
+    def test_port_in_use_fails_with_status_1(self, cache_dir: Path, write_config: Any,
+                                             daemon: tuple[Daemon, int]) -> None:  # fmt: skip
+        """A second daemon that cannot bind the metrics port logs metrics.failed and exits 1."""
+        _, port = daemon
+        cfg = write_config(cache_dir, metrics={"listen": f"127.0.0.1:{port}"})
+        second = Daemon(cfg)
+        try:
+            second.wait_for("metrics.failed")
+            assert second.proc.wait(timeout=10) == 1
+        finally:
+            second.close()
