@@ -80,9 +80,11 @@ class Daemon:
 
 @pytest.fixture
 def daemon(cache_dir: Path, write_config: Any, tmp_path: Path) -> Iterator[tuple[Daemon, int]]:
-    """A daemon on the fixture directory with metrics on an ephemeral loopback port."""
+    """A daemon on the fixture directory with leak cleanup on and metrics on an
+    ephemeral loopback port."""
     metrics = {"listen": "127.0.0.1:0", "textfile": str(tmp_path / "k.prom")}
-    cfg = write_config(cache_dir, budget="1GiB", metrics=metrics)
+    cleanup = {"orphan_temps": True, "stale_format": True}
+    cfg = write_config(cache_dir, budget="1GiB", metrics=metrics, cleanup=cleanup)
     d = Daemon(cfg)
     try:
         listening = d.wait_for("metrics.listening")
@@ -102,22 +104,28 @@ class TestEndpoint:
     def test_scrape_reports_the_directory_and_the_startup_unlinks(
         self, daemon: tuple[Daemon, int], manifest: dict[str, dict[str, Any]]
     ) -> None:
-        """After start-up, gauges count what is indexed and counters the superseded unlinks."""
+        """After start-up, gauges count what is indexed and counters the unlinks by cause."""
         _, port = daemon
         s = scrape(port)
-        valid = [f for f in manifest.values() if f["valid"]]
-        expect = {r: sum(1 for f in valid if f["reason_name"] == r) for r in ("cold", "evict")}
-        expect["continued"] = sum(1 for f in valid if f["reason_name"] == "continued") - 2
-        for reason, n in expect.items():
+        legacy = [f for f in manifest.values() if f["valid"] and f["abi"] == 0]
+        kept = [f for f in manifest.values() if f["valid"] and f["abi"] == 2]
+        for reason in ("cold", "continued", "evict", "shutdown", "agent-session"):
+            n = sum(1 for f in kept if f["reason_name"] == reason)
+            n -= 2 if reason == "continued" else 0  # chain C's two superseded files
             assert s[("kvgroomd_snapshots", reason)] == n
-        total = sum(f["file_size"] for f in valid) - SUPERSEDED_BYTES
+        total = sum(f["file_size"] for f in kept) - SUPERSEDED_BYTES
         assert sum(v for (k, _), v in s.items() if k == "kvgroomd_snapshot_bytes") == total
         assert s[("kvgroomd_unlinks_total", "superseded")] == 2
         assert s[("kvgroomd_freed_bytes_total", "superseded")] == SUPERSEDED_BYTES
+        assert s[("kvgroomd_unlinks_total", "stale_format")] == len(legacy)
+        assert s[("kvgroomd_freed_bytes_total", "stale_format")] == sum(
+            f["file_size"] for f in legacy
+        )
+        assert s[("kvgroomd_unlinks_total", "orphan_temps")] == 1
         assert s[("kvgroomd_unlinks_total", "budget")] == 0
         assert s[("kvgroomd_budget_bytes", None)] == 2**30
         assert s[("kvgroomd_invalid_files", None)] == 6
-        assert s[("kvgroomd_stale_format_snapshots", None)] == 4
+        assert s[("kvgroomd_stale_format_snapshots", None)] == 0
         assert s[("kvgroomd_reconcile_repairs_total", None)] == 0
 
     def test_a_landed_file_is_counted_and_its_latency_observed(
