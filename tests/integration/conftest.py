@@ -23,21 +23,15 @@ import pytest
 from kvgroomd.cli import main
 from kvgroomd.snapshot import Header, Reason, sha1_hex
 
-FIXTURES = Path(
-    os.environ.get("KVGROOMD_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures")
-)
-NOT_SNAPSHOT_FILES = {"manifest.json", "README.md"}
 FIXTURE_TEMP = "c7bc6ea3ed6986e74ae831c8542f240f92879b62.kv.tmp.12345"
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="session")
-def manifest() -> dict[str, dict[str, Any]]:
+def manifest(fixtures_dir: Path) -> dict[str, dict[str, Any]]:
     """The fixture manifest, by file name."""
-    if not (FIXTURES / "manifest.json").is_file():
-        pytest.skip(f"fixtures not found at {FIXTURES} (set KVGROOMD_FIXTURES)")
-    data = json.loads((FIXTURES / "manifest.json").read_text())
+    data = json.loads((fixtures_dir / "manifest.json").read_text())
     return {f["name"]: f for f in data["files"]}
 
 
@@ -48,10 +42,10 @@ def dead_pid() -> int:
     return p.pid
 
 
-def _fill(d: Path, manifest: dict[str, dict[str, Any]]) -> Path:
+def _fill(d: Path, source: Path, manifest: dict[str, dict[str, Any]]) -> Path:
     d.mkdir()
     for name in manifest:
-        shutil.copy2(FIXTURES / name, d / name)
+        shutil.copy2(source / name, d / name)
     temp = d / FIXTURE_TEMP
     orphan = temp.with_name(f"{FIXTURE_TEMP.rsplit('.', 1)[0]}.{dead_pid()}")
     temp.rename(orphan)
@@ -61,17 +55,18 @@ def _fill(d: Path, manifest: dict[str, dict[str, Any]]) -> Path:
 
 
 @pytest.fixture
-def cache_dir(tmp_path: Path, manifest: dict[str, dict[str, Any]]) -> Path:
+def fixture_cache(tmp_path: Path, fixtures_dir: Path,
+                  manifest: dict[str, dict[str, Any]]) -> Path:  # fmt: skip
     """A copy of every fixture file; the temp file's writer pid is a dead one,
     and it was last written two hours ago."""
-    return _fill(tmp_path / "cache", manifest)
+    return _fill(tmp_path / "cache", fixtures_dir, manifest)
 
 
 @pytest.fixture(scope="session")
-def shared_cache_dir(tmp_path_factory: pytest.TempPathFactory,
-                     manifest: dict[str, dict[str, Any]]) -> Path:  # fmt: skip
-    """Like `cache_dir`, built once for read-only commands: do not modify it."""
-    return _fill(tmp_path_factory.mktemp("shared") / "cache", manifest)
+def shared_fixture_cache(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path,
+                         manifest: dict[str, dict[str, Any]]) -> Path:  # fmt: skip
+    """Like `fixture_cache`, built once for read-only commands: do not modify it."""
+    return _fill(tmp_path_factory.mktemp("shared") / "cache", fixtures_dir, manifest)
 
 
 def write_snapshot(directory: Path, text: bytes, *, reason: Reason = Reason.COLD,
@@ -124,7 +119,7 @@ def run_cli() -> Run:
 
 
 @pytest.fixture
-def write_config(tmp_path: Path) -> Callable[..., Path]:
+def cli_config(tmp_path: Path) -> Callable[..., Path]:
     """Write a YAML config (JSON is YAML) and return its path."""
 
     def write(cache: Path, **extra: Any) -> Path:

@@ -54,9 +54,9 @@ class TestSizes:
     @pytest.mark.parametrize(
         ("text", "value"), [("8GiB", 8 * 2**30), ("500MiB", 500 * 2**20), ("123456", 123456)]
     )
-    def test_sizes_accept_binary_units_and_bytes(self, cli_inproc: Any, shared_cache_dir: Path,
+    def test_sizes_accept_binary_units_and_bytes(self, cli_inproc: Any, shared_fixture_cache: Path,
                                                  text: str, value: int) -> None:  # fmt: skip
         """`--budget` takes 8GiB, 500MiB or a plain byte count."""
-        code, out, err = cli_inproc("ls", shared_cache_dir, "--json", "--budget", text)
+        code, out, err = cli_inproc("ls", shared_fixture_cache, "--json", "--budget", text)
         assert code == 0, err
         assert json.loads(out)["budget"] == value

@@ -30,20 +30,20 @@ def _unlinks(lines: list[dict[str, Any]], event: str) -> dict[str, str]:
 
 class TestDryRun:
     def test_dry_run_deletes_nothing_and_logs_what_it_would_do(
-        self, run_cli: Any, cache_dir: Path, write_config: Any, kit: Any,
+        self, run_cli: Any, fixture_cache: Path, cli_config: Any, kit: Any,
         manifest: dict[str, dict[str, Any]],
     ) -> None:  # fmt: skip
         """A dry run exits 0, leaves every inode in place and logs each would-be unlink."""
-        cfg = write_config(cache_dir, cleanup={"orphan_temps": True, "stale_format": True})
-        before = kit.listing(cache_dir)
+        cfg = cli_config(fixture_cache, cleanup={"orphan_temps": True, "stale_format": True})
+        before = kit.listing(fixture_cache)
         p = run_cli("groom", "--once", "--config", cfg, "--dry-run")
         assert p.returncode == 0, p.stderr
-        assert kit.listing(cache_dir) == before
+        assert kit.listing(fixture_cache) == before
         lines = kit.json_lines(p.stdout)
         would = _unlinks(lines, "snapshot.would_unlink")
         expected = {n: "superseded" for n in SUPERSEDED}
         expected |= {n: "stale_format" for n in _legacy(manifest)}
-        expected |= {n: "orphan_temps" for n in _temps(cache_dir)}
+        expected |= {n: "orphan_temps" for n in _temps(fixture_cache)}
         assert would == expected
         assert not _unlinks(lines, "snapshot.unlinked")
         assert lines[-1]["event"] == "groom.done"
@@ -52,13 +52,13 @@ class TestDryRun:
 
 class TestRealPass:
     def test_unlinks_superseded_and_leaks_each_with_its_cause(
-        self, run_cli: Any, cache_dir: Path, write_config: Any, kit: Any,
+        self, run_cli: Any, fixture_cache: Path, cli_config: Any, kit: Any,
         manifest: dict[str, dict[str, Any]],
     ) -> None:  # fmt: skip
         """A real pass removes the superseded files and enabled leaks, one log line each."""
-        cfg = write_config(cache_dir, cleanup={"orphan_temps": True, "stale_format": True})
-        temps = _temps(cache_dir)
-        before = set(os.listdir(cache_dir))
+        cfg = cli_config(fixture_cache, cleanup={"orphan_temps": True, "stale_format": True})
+        temps = _temps(fixture_cache)
+        before = set(os.listdir(fixture_cache))
         p = run_cli("groom", "--once", "--config", cfg)
         assert p.returncode == 0, p.stderr
         lines = kit.json_lines(p.stdout)
@@ -67,31 +67,31 @@ class TestRealPass:
             superseded=2, stale_format=len(_legacy(manifest)), orphan_temps=1
         )
         assert set(unlinked) == SUPERSEDED | _legacy(manifest) | temps
-        assert set(os.listdir(cache_dir)) == before - set(unlinked)
+        assert set(os.listdir(fixture_cache)) == before - set(unlinked)
         done = lines[-1]
         assert done["by_cause"]["stale_format"]["freed"] == sum(
             manifest[n]["file_size"] for n in _legacy(manifest)
         )
 
-    def test_cleanup_is_off_by_default(self, run_cli: Any, cache_dir: Path, write_config: Any,
+    def test_cleanup_is_off_by_default(self, run_cli: Any, fixture_cache: Path, cli_config: Any,
                                        kit: Any) -> None:  # fmt: skip
         """Without the cleanup switches only supersession unlinks anything."""
-        p = run_cli("groom", "--once", "--config", write_config(cache_dir))
+        p = run_cli("groom", "--once", "--config", cli_config(fixture_cache))
         assert p.returncode == 0, p.stderr
         assert set(_unlinks(kit.json_lines(p.stdout), "snapshot.unlinked")) == SUPERSEDED
 
     def test_temp_files_of_live_writers_or_recent_ones_stay(
-        self, run_cli: Any, cache_dir: Path, write_config: Any, kit: Any
+        self, run_cli: Any, fixture_cache: Path, cli_config: Any, kit: Any
     ) -> None:
         """Orphan cleanup spares a temp file whose writer runs and a fresh one whose writer died."""
         sha = "ab" * 20
-        live = cache_dir / f"{sha}.kv.tmp.{os.getpid()}"
-        fresh = cache_dir / f"{sha}.kv.tmp.{kit.dead_pid()}"
+        live = fixture_cache / f"{sha}.kv.tmp.{os.getpid()}"
+        fresh = fixture_cache / f"{sha}.kv.tmp.{kit.dead_pid()}"
         old = time.time() - 7200
         live.write_bytes(b"KVC")
         os.utime(live, (old, old))
         fresh.write_bytes(b"KVC")
-        cfg = write_config(cache_dir, cleanup={"orphan_temps": True, "orphan_temp_age": "1h"})
+        cfg = cli_config(fixture_cache, cleanup={"orphan_temps": True, "orphan_temp_age": "1h"})
         p = run_cli("groom", "--once", "--config", cfg)
         assert p.returncode == 0, p.stderr
         unlinked = _unlinks(kit.json_lines(p.stdout), "snapshot.unlinked")
@@ -99,10 +99,10 @@ class TestRealPass:
         assert [c for c in unlinked.values() if c == "orphan_temps"] == ["orphan_temps"]
 
     def test_budget_eviction_brings_usage_under_the_budget(
-        self, run_cli: Any, cache_dir: Path, write_config: Any, kit: Any
+        self, run_cli: Any, fixture_cache: Path, cli_config: Any, kit: Any
     ) -> None:
         """With a budget below usage the pass evicts by policy and ends within budget, exit 0."""
-        cfg = write_config(cache_dir, budget="200KiB", protect_new=0)
+        cfg = cli_config(fixture_cache, budget="200KiB", protect_new=0)
         p = run_cli("groom", "--once", "--config", cfg)
         assert p.returncode == 0, p.stderr
         lines = kit.json_lines(p.stdout)
@@ -112,18 +112,18 @@ class TestRealPass:
 
 
 class TestExitCodes:
-    def test_still_over_budget_exits_4(self, run_cli: Any, cache_dir: Path,
-                                       write_config: Any) -> None:  # fmt: skip
+    def test_still_over_budget_exits_4(self, run_cli: Any, fixture_cache: Path,
+                                       cli_config: Any) -> None:  # fmt: skip
         """When everything left is protected and usage stays over budget, the status is 4."""
-        cfg = write_config(cache_dir, budget="1KiB", protect_new="3650d")
+        cfg = cli_config(fixture_cache, budget="1KiB", protect_new="3650d")
         p = run_cli("groom", "--once", "--config", cfg)
         assert p.returncode == 4
         assert '"budget.unreachable"' in p.stdout
 
     def test_missing_directory_exits_1(self, run_cli: Any, tmp_path: Path,
-                                       write_config: Any) -> None:  # fmt: skip
-        """A cache_dir that does not exist is a runtime failure, status 1."""
-        p = run_cli("groom", "--once", "--config", write_config(tmp_path / "nope"))
+                                       cli_config: Any) -> None:  # fmt: skip
+        """A fixture_cache that does not exist is a runtime failure, status 1."""
+        p = run_cli("groom", "--once", "--config", cli_config(tmp_path / "nope"))
         assert p.returncode == 1
         assert '"daemon.cache_dir_missing"' in p.stdout
 
@@ -135,19 +135,19 @@ class TestExitCodes:
         assert p.returncode == 3
         assert "budgt" in p.stderr
 
-    def test_without_once_is_a_usage_error(self, run_cli: Any, cache_dir: Path) -> None:
+    def test_without_once_is_a_usage_error(self, run_cli: Any, fixture_cache: Path) -> None:
         """`groom` without --once exits 2 (the daemon is `run`)."""
-        assert run_cli("groom", "--cache-dir", cache_dir).returncode == 2
+        assert run_cli("groom", "--cache-dir", fixture_cache).returncode == 2
 
 
 class TestTextfile:
     def test_pass_writes_a_parseable_textfile(
-        self, run_cli: Any, cache_dir: Path, write_config: Any, tmp_path: Path
+        self, run_cli: Any, fixture_cache: Path, cli_config: Any, tmp_path: Path
     ) -> None:
         """With metrics.textfile, the pass leaves a Prometheus file of its unlinks by cause."""
         prom = tmp_path / "textfile" / "kvgroomd.prom"
         prom.parent.mkdir()
-        cfg = write_config(cache_dir, metrics={"textfile": str(prom)})
+        cfg = cli_config(fixture_cache, metrics={"textfile": str(prom)})
         p = run_cli("groom", "--once", "--config", cfg)
         assert p.returncode == 0, p.stderr
         samples = {

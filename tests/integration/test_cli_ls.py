@@ -39,28 +39,28 @@ def _ls_json(run_cli: Any, *args: object) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def doc(run_cli: Any, shared_cache_dir: Path) -> dict[str, Any]:
+def doc(run_cli: Any, shared_fixture_cache: Path) -> dict[str, Any]:
     """`ls --json` of the fixture directory (default sort: rank)."""
-    return _ls_json(run_cli, shared_cache_dir)
+    return _ls_json(run_cli, shared_fixture_cache)
 
 
 @pytest.fixture(scope="module")
-def table(run_cli: Any, shared_cache_dir: Path) -> str:
+def table(run_cli: Any, shared_fixture_cache: Path) -> str:
     """`ls` of the fixture directory, as printed."""
-    p = run_cli("ls", shared_cache_dir)
+    p = run_cli("ls", shared_fixture_cache)
     assert p.returncode == 0, p.stderr
     return p.stdout
 
 
 class TestTable:
     def test_every_snapshot_is_a_row_and_every_other_file_is_listed_apart(
-        self, table: str, shared_cache_dir: Path, manifest: dict[str, dict[str, Any]]
+        self, table: str, shared_fixture_cache: Path, manifest: dict[str, dict[str, Any]]
     ) -> None:
         """The table has one row per valid snapshot and lists the rest under "not snapshots"."""
         rows, _, others = table.partition("not snapshots")
         for name in _valid(manifest):
             assert name[:12] in rows
-        for name in set(os.listdir(shared_cache_dir)) - _valid(manifest):
+        for name in set(os.listdir(shared_fixture_cache)) - _valid(manifest):
             assert name in others
         assert "sysprompt.kv" not in rows
 
@@ -137,22 +137,22 @@ class TestJson:
         agent = [r for r in rows if r["reason"] == "agent-session"]
         assert agent and all(r["protected"] == "reason" and r["rank"] is None for r in agent)
 
-    def test_config_supplies_policy_and_budget(self, run_cli: Any, shared_cache_dir: Path,
-                                               write_config: Any) -> None:  # fmt: skip
+    def test_config_supplies_policy_and_budget(self, run_cli: Any, shared_fixture_cache: Path,
+                                               cli_config: Any) -> None:  # fmt: skip
         """With --config, the JSON reports that file's policy and budget."""
-        cfg = write_config(shared_cache_dir, budget="300KiB", policy="ds4")
+        cfg = cli_config(shared_fixture_cache, budget="300KiB", policy="ds4")
         doc = _ls_json(run_cli, "--config", cfg)
         assert (doc["budget"], doc["policy"]["name"]) == (300 * 1024, "ds4")
-        assert doc["directory"] == str(shared_cache_dir)
+        assert doc["directory"] == str(shared_fixture_cache)
 
 
 class TestSorting:
     @pytest.mark.parametrize("key", ["size", "tokens", "hits"])
     def test_sort_keys_order_ascending_and_reverse_flips(
-        self, cli_inproc: Any, shared_cache_dir: Path, key: str
+        self, cli_inproc: Any, shared_fixture_cache: Path, key: str
     ) -> None:
         """`--sort KEY` lists ascending by KEY and `--reverse` descending."""
-        d = shared_cache_dir
+        d = shared_fixture_cache
         _, out_up, _ = cli_inproc("ls", d, "--json", "--sort", key)
         _, out_down, _ = cli_inproc("ls", d, "--json", "--sort", key, "--reverse")
         up = [r[key] for r in json.loads(out_up)["snapshots"]]
@@ -166,7 +166,7 @@ NO_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner,-cho
 
 
 class TestReadOnly:
-    def test_works_on_a_directory_the_user_can_only_read(self, run_cli: Any, cache_dir: Path,
+    def test_works_on_a_directory_the_user_can_only_read(self, run_cli: Any, fixture_cache: Path,
                                                          kit: Any) -> None:  # fmt: skip
         """ls and stats succeed in a read-only directory and leave every entry as it was."""
         prefix: tuple[str, ...] = ()
@@ -174,17 +174,17 @@ class TestReadOnly:
             if shutil.which("setpriv") is None:
                 pytest.skip("running as root without setpriv: modes would not apply")
             prefix = NO_DAC
-        for p in cache_dir.iterdir():
+        for p in fixture_cache.iterdir():
             p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-        cache_dir.chmod(0o555)
+        fixture_cache.chmod(0o555)
         try:
-            before = kit.listing(cache_dir)
-            ls = run_cli("ls", cache_dir, prefix=prefix)
-            st = run_cli("stats", cache_dir, "--json", prefix=prefix)
-            probe = run_cli("groom", "--once", "--cache-dir", cache_dir, prefix=prefix)
-            after = kit.listing(cache_dir)
+            before = kit.listing(fixture_cache)
+            ls = run_cli("ls", fixture_cache, prefix=prefix)
+            st = run_cli("stats", fixture_cache, "--json", prefix=prefix)
+            probe = run_cli("groom", "--once", "--cache-dir", fixture_cache, prefix=prefix)
+            after = kit.listing(fixture_cache)
         finally:
-            cache_dir.chmod(0o755)
+            fixture_cache.chmod(0o755)
         assert ls.returncode == 0, ls.stderr
         assert st.returncode == 0, st.stderr
         assert "00919d51f332" in ls.stdout
@@ -202,9 +202,9 @@ class TestErrors:
         assert "cannot read" in p.stderr
 
     @pytest.mark.parametrize("args", [[], ["--sort", "bogus"], ["--budget", "8XB"]])
-    def test_usage_errors_exit_2(self, cli_inproc: Any, shared_cache_dir: Path,
+    def test_usage_errors_exit_2(self, cli_inproc: Any, shared_fixture_cache: Path,
                                  args: list[str]) -> None:  # fmt: skip
         """No directory, an unknown sort key or a malformed size is a usage error, status 2."""
-        code, _, err = cli_inproc("ls", *([shared_cache_dir] if args else []), *args)
+        code, _, err = cli_inproc("ls", *([shared_fixture_cache] if args else []), *args)
         assert code == 2
         assert "usage:" in err

@@ -79,12 +79,12 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon(cache_dir: Path, write_config: Any, tmp_path: Path) -> Iterator[tuple[Daemon, int]]:
+def daemon(fixture_cache: Path, cli_config: Any, tmp_path: Path) -> Iterator[tuple[Daemon, int]]:
     """A daemon on the fixture directory with leak cleanup on and metrics on an
     ephemeral loopback port."""
     metrics = {"listen": "127.0.0.1:0", "textfile": str(tmp_path / "k.prom")}
     cleanup = {"orphan_temps": True, "stale_format": True}
-    cfg = write_config(cache_dir, budget="1GiB", metrics=metrics, cleanup=cleanup)
+    cfg = cli_config(fixture_cache, budget="1GiB", metrics=metrics, cleanup=cleanup)
     d = Daemon(cfg)
     try:
         listening = d.wait_for("metrics.listening")
@@ -129,12 +129,12 @@ class TestEndpoint:
         assert s[("kvgroomd_reconcile_repairs_total", None)] == 0
 
     def test_a_landed_file_is_counted_and_its_latency_observed(
-        self, daemon: tuple[Daemon, int], cache_dir: Path, kit: Any
+        self, daemon: tuple[Daemon, int], fixture_cache: Path, kit: Any
     ) -> None:
         """A snapshot renamed into place shows up in the gauges and in the latency histogram."""
         d, port = daemon
         before = scrape(port)
-        kit.write_snapshot(cache_dir, b"<|User|>metrics test " * 40)
+        kit.write_snapshot(fixture_cache, b"<|User|>metrics test " * 40)
         d.wait_for("snapshot.added")
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -169,11 +169,11 @@ class TestListen:
         assert code == 0
         assert json.loads(out)["metrics_listen"] == "127.0.0.1:9101"
 
-    def test_port_in_use_fails_with_status_1(self, cache_dir: Path, write_config: Any,
+    def test_port_in_use_fails_with_status_1(self, fixture_cache: Path, cli_config: Any,
                                              daemon: tuple[Daemon, int]) -> None:  # fmt: skip
         """A second daemon that cannot bind the metrics port logs metrics.failed and exits 1."""
         _, port = daemon
-        cfg = write_config(cache_dir, metrics={"listen": f"127.0.0.1:{port}"})
+        cfg = cli_config(fixture_cache, metrics={"listen": f"127.0.0.1:{port}"})
         second = Daemon(cfg)
         try:
             second.wait_for("metrics.failed")

@@ -12,9 +12,9 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def stats(run_cli: Any, shared_cache_dir: Path) -> dict[str, Any]:
+def stats(run_cli: Any, shared_fixture_cache: Path) -> dict[str, Any]:
     """`stats --json --budget 300KiB` of the fixture directory."""
-    p = run_cli("stats", shared_cache_dir, "--json", "--budget", "300KiB")
+    p = run_cli("stats", shared_fixture_cache, "--json", "--budget", "300KiB")
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -78,9 +78,9 @@ class TestTotals:
 
 class TestHuman:
     def test_human_output_names_every_section(self, run_cli: Any,
-                                              shared_cache_dir: Path) -> None:  # fmt: skip
+                                              shared_fixture_cache: Path) -> None:  # fmt: skip
         """The plain output has lines for budget, reasons, chains, invalid files and leaks."""
-        p = run_cli("stats", shared_cache_dir, "--budget", "1GiB")
+        p = run_cli("stats", shared_fixture_cache, "--budget", "1GiB")
         assert p.returncode == 0, p.stderr
         for word in ("budget", "continued", "chains", "invalid", "stale_format", "orphan temps"):
             assert word in p.stdout

@@ -19,11 +19,11 @@ from kvgroomd.config import format_size
 
 @pytest.fixture(scope="module")
 def groom_log(run_cli: Any, tmp_path_factory: pytest.TempPathFactory,
-              shared_cache_dir: Path) -> Path:  # fmt: skip
+              shared_fixture_cache: Path) -> Path:  # fmt: skip
     """The JSON log of a real pass with every cleanup on and a budget that evicts."""
     base = tmp_path_factory.mktemp("tail")
     cache = base / "cache"
-    shutil.copytree(shared_cache_dir, cache)
+    shutil.copytree(shared_fixture_cache, cache)
     cfg = base / "kvgroomd.yaml"
     cfg.write_text(json.dumps({
         "cache_dir": str(cache), "budget": "200KiB", "protect_new": 0,
