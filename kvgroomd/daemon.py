@@ -182,7 +182,7 @@ class Daemon:
         g = self.groomer
         if isinstance(ev, Landed):
             g.totals.events += 1
-            g.landed(ev.name, self.clock())
+            g.landed(ev.name, self.clock(), created=ev.created)
             self.metrics.observe_latency(time.monotonic() - ev.at)
             self._after_change()
         elif isinstance(ev, Gone):

@@ -54,7 +54,7 @@ class Groomer:
         self.directory = config.cache_dir
         self.log = log
         self.index = Index()
-        self.invalid: dict[str, tuple[Fingerprint | None, str]] = {}
+        self.invalid: dict[str, tuple[tuple[int, int, int] | None, str]] = {}
         # Dry run: files we would have unlinked, by the version judged. They
         # leave the index as if deleted, so a dry run decides what a real run
         # would, and stay out until the engine changes them.
@@ -64,12 +64,13 @@ class Groomer:
 
     # -- events -------------------------------------------------------------
 
-    def landed(self, name: str, now: float) -> None:
-        """A snapshot-named file appeared or was rewritten: index it and groom."""
+    def landed(self, name: str, now: float, *, created: bool = False) -> None:
+        """A snapshot-named file appeared or was rewritten: index it and groom.
+        `created`: only its creation was seen, so it may still be being written."""
         kind = classify(name)
         if not isinstance(kind, SnapshotName):
             return
-        snap = self._refresh(kind)
+        snap = self._refresh(kind, in_flight=created)
         if snap is not None and self.config.supersede:
             self._supersede_by(snap, now)
         self.enforce_budget(now)
@@ -194,17 +195,20 @@ class Groomer:
                     found[entry.name] = fp
         return found
 
-    def _refresh(self, name: SnapshotName, *, quiet: bool = False) -> Snapshot | None:
+    def _refresh(self, name: SnapshotName, *, quiet: bool = False,
+                 in_flight: bool = False) -> Snapshot | None:  # fmt: skip
         """Re-read one file into the index. Returns it when it is newly indexed
-        (added or replaced by another inode), which is what triggers supersession."""
+        (added or replaced by another inode), which is what triggers supersession.
+        `in_flight`: a file still being written is not reported as invalid."""
         got = read_snapshot(self.directory, name)
-        if got is not None and self.dry_removed.get(name.name) == got.seen:
+        if isinstance(got, Snapshot) and self.dry_removed.get(name.name) == got.seen:
             return None  # dry run: already judged, treat as gone
         if got is None:
             self.gone(name.name)
             return None
         if isinstance(got, Invalid):
-            self._report_invalid(got)
+            if not (in_flight and got.why in ("short", "truncated")):
+                self._report_invalid(got)
             return None
         self.invalid.pop(name.name, None)
         change = self.index.put(got)
@@ -219,11 +223,12 @@ class Groomer:
 
     def _report_invalid(self, bad: Invalid) -> None:
         """Log an unusable file once per version of it; drop it from the index."""
-        if self.index.pop(bad.name) is not None:
-            pass  # was a snapshot, now damaged: no longer counted
-        if self.invalid.get(bad.name) == (bad.seen, bad.why):
+        self.index.pop(bad.name)  # a snapshot damaged in place is no longer counted
+        # Once per version: an in-place touch of a bad file is not news.
+        version = (bad.seen.dev, bad.seen.ino, bad.seen.size) if bad.seen else None
+        if self.invalid.get(bad.name) == (version, bad.why):
             return
-        self.invalid[bad.name] = (bad.seen, bad.why)
+        self.invalid[bad.name] = (version, bad.why)
         self.totals.invalid += 1
         self.log.warning(events.INVALID, path=str(self.directory / bad.name), why=bad.why,
                          detail=bad.detail,

@@ -8,9 +8,10 @@ thread does all the work, so the observer thread only enqueues.
 
 Why these signals: the engine writes `<sha>.kv.tmp.<pid>` and renames it, and
 inotify reports no close on the final name, so the rename destination is the
-landing. A direct create is only readable once closed (IN_CLOSE_WRITE); the
-engine's in-place touch also ends with a close. IN_MODIFY fires mid-write and
-is ignored.
+landing. A direct create is only complete once closed (IN_CLOSE_WRITE), but
+a hard link is complete at IN_CREATE, so both are read; the engine's in-place
+touch also ends with a close. IN_MODIFY fires mid-write and is ignored (an
+in-place write that is never closed is caught by the periodic reconcile).
 
 watchdog limits (7.x): on IN_Q_OVERFLOW it only logs a warning and drops its
 pending move pairs, so we listen for that log record and ask for a rescan.
@@ -30,6 +31,7 @@ from pathlib import Path
 from watchdog.events import (
     DirDeletedEvent,
     FileClosedEvent,
+    FileCreatedEvent,
     FileDeletedEvent,
     FileMovedEvent,
     FileSystemEvent,
@@ -42,9 +44,15 @@ from kvgroomd.names import SnapshotName, classify
 
 @dataclass(frozen=True, slots=True)
 class Landed:
-    """A snapshot-named file is (newly) complete on disk: read it."""
+    """A snapshot-named file is (newly) complete on disk: read it.
+
+    `created`: only its creation was seen. A hard link arrives complete, but a
+    direct write is still empty then; its close follows, so a short read of a
+    created file is not yet worth reporting.
+    """
 
     name: str
+    created: bool = False
     # When the event was queued (time.monotonic()), for the latency metric.
     at: float = field(default_factory=time.monotonic, compare=False)
 
@@ -105,6 +113,9 @@ class _Handler(FileSystemEventHandler):
         elif isinstance(event, FileClosedEvent):
             if name := self._snapshot(event.src_path):
                 self.out.put(Landed(name))
+        elif isinstance(event, FileCreatedEvent):
+            if name := self._snapshot(event.src_path):
+                self.out.put(Landed(name, created=True))
         elif isinstance(event, FileDeletedEvent):
             if name := self._snapshot(event.src_path):
                 self.out.put(Gone(name))

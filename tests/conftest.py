@@ -1,0 +1,41 @@
+"""Shared test fixtures: where the read-only ds4 snapshot fixtures live.
+
+`fixtures_dir` is the folder; a test that takes `manifest_entry` runs once per
+file the folder's manifest.json describes (id = the file name).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The repository's parent holds `shared/` (a clone with shared/ beside it, in CI too).
+FIXTURES_DIR = (Path(__file__).resolve().parents[1] / "../shared/fixtures").resolve()
+
+
+def _manifest_files() -> list[dict[str, Any]]:
+    path = FIXTURES_DIR / "manifest.json"
+    if not path.is_file():
+        return []
+    files: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))["files"]
+    return files
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """The read-only folder of sample snapshots and its manifest.json."""
+    if not (FIXTURES_DIR / "manifest.json").is_file():
+        pytest.fail(f"fixtures not found at {FIXTURES_DIR} (expected shared/ beside the repo)")
+    return FIXTURES_DIR
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize `manifest_entry` over every file of the fixture manifest."""
+    if "manifest_entry" in metafunc.fixturenames:
+        files = _manifest_files()
+        if not files:
+            pytest.fail(f"fixtures manifest not found in {FIXTURES_DIR}")
+        metafunc.parametrize("manifest_entry", files, ids=[f["name"] for f in files])
