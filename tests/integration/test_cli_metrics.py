@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import json
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,67 +25,16 @@ def parse(text: str) -> Samples:
     return out
 
 
-class Daemon:
-    """`kvgroomd run` as a subprocess, its JSON log read on a thread."""
-
-    def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kvgroomd", "run", "--config", str(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.lines.put(json.loads(line))
-
-    def wait_for(self, event: str, timeout: float = 15) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                rec = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if rec["event"] == event:
-                return rec
-        raise AssertionError(f"no {event} within {timeout} s")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=10)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.reader.join(timeout=5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
 @pytest.fixture
-def daemon(fixture_cache: Path, cli_config: Any, tmp_path: Path) -> Iterator[tuple[Daemon, int]]:
-    """A daemon on the fixture directory with leak cleanup on and metrics on an
-    ephemeral loopback port."""
-    metrics = {"listen": "127.0.0.1:0", "textfile": str(tmp_path / "k.prom")}
-    cleanup = {"orphan_temps": True, "stale_format": True}
-    cfg = cli_config(fixture_cache, budget="1GiB", metrics=metrics, cleanup=cleanup)
-    d = Daemon(cfg)
-    try:
-        listening = d.wait_for("metrics.listening")
-        d.wait_for("daemon.ready")
-        yield d, int(listening["port"])
-    finally:
-        d.stop()
+def daemon(fixture_cache: Path, start_daemon: Any, tmp_path: Path) -> tuple[Any, int]:
+    """A daemon (conftest's DaemonProcess) on the fixture directory, with leak
+    cleanup on and metrics on an ephemeral loopback port."""
+    d = start_daemon(
+        cache_dir=fixture_cache, budget="1GiB", log={"format": "json", "level": "info"},
+        cleanup={"orphan_temps": True, "stale_format": True},
+        metrics={"listen": "127.0.0.1:0", "textfile": str(tmp_path / "k.prom")},
+    )  # fmt: skip
+    return d, int(d.wait_for("metrics.listening")[0]["port"])
 
 
 def scrape(port: int) -> Samples:
@@ -102,7 +45,7 @@ def scrape(port: int) -> Samples:
 
 class TestEndpoint:
     def test_scrape_reports_the_directory_and_the_startup_unlinks(
-        self, daemon: tuple[Daemon, int], manifest: dict[str, dict[str, Any]]
+        self, daemon: tuple[Any, int], manifest: dict[str, dict[str, Any]]
     ) -> None:
         """After start-up, gauges count what is indexed and counters the unlinks by cause."""
         _, port = daemon
@@ -129,13 +72,13 @@ class TestEndpoint:
         assert s[("kvgroomd_reconcile_repairs_total", None)] == 0
 
     def test_a_landed_file_is_counted_and_its_latency_observed(
-        self, daemon: tuple[Daemon, int], fixture_cache: Path, kit: Any
+        self, daemon: tuple[Any, int], fixture_cache: Path, kit: Any
     ) -> None:
         """A snapshot renamed into place shows up in the gauges and in the latency histogram."""
         d, port = daemon
         before = scrape(port)
         kit.write_snapshot(fixture_cache, b"<|User|>metrics test " * 40)
-        d.wait_for("snapshot.added")
+        d.wait_for("snapshot.added", timeout=10)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             after = scrape(port)
@@ -148,7 +91,7 @@ class TestEndpoint:
         assert after[("kvgroomd_snapshots", "cold")] == before[("kvgroomd_snapshots", "cold")] + 1
         assert after[("kvgroomd_events_total", None)] > before[("kvgroomd_events_total", None)]
 
-    def test_stops_cleanly_and_leaves_the_textfile(self, daemon: tuple[Daemon, int],
+    def test_stops_cleanly_and_leaves_the_textfile(self, daemon: tuple[Any, int],
                                                    tmp_path: Path) -> None:  # fmt: skip
         """On SIGTERM the daemon exits 0, closes the port and leaves a parseable textfile."""
         d, port = daemon
@@ -169,14 +112,11 @@ class TestListen:
         assert code == 0
         assert json.loads(out)["metrics_listen"] == "127.0.0.1:9101"
 
-    def test_port_in_use_fails_with_status_1(self, fixture_cache: Path, cli_config: Any,
-                                             daemon: tuple[Daemon, int]) -> None:  # fmt: skip
+    def test_port_in_use_fails_with_status_1(self, fixture_cache: Path, start_daemon: Any,
+                                             daemon: tuple[Any, int]) -> None:  # fmt: skip
         """A second daemon that cannot bind the metrics port logs metrics.failed and exits 1."""
         _, port = daemon
-        cfg = cli_config(fixture_cache, metrics={"listen": f"127.0.0.1:{port}"})
-        second = Daemon(cfg)
-        try:
-            second.wait_for("metrics.failed")
-            assert second.proc.wait(timeout=10) == 1
-        finally:
-            second.close()
+        second = start_daemon(cache_dir=fixture_cache, wait_ready=False,
+                              metrics={"listen": f"127.0.0.1:{port}"})  # fmt: skip
+        second.wait_for("metrics.failed")
+        assert second.proc.wait(timeout=10) == 1
