@@ -171,6 +171,7 @@ def _others(invalid: Sequence[Any], temps: Sequence[TempFile], foreign: Sequence
         detail = {
             "held": "left mid-delete by kvgroomd; put back at its next start",
             "file": "not a snapshot name: another tool's file, never touched",
+            "special": "a FIFO, socket or device, never touched",
         }.get(f.kind, f"a {f.kind}, never touched")
         out.append(Other(f.name, "foreign", f.kind, detail, f.size, f.mtime))
     return sorted(out, key=lambda o: (o.kind, o.name))
