@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from importlib.metadata import version
@@ -142,6 +143,9 @@ def _readonly(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
             return int(fn(args))
+        except BrokenPipeError:  # `kvgroomd ls | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
         except OSError as e:
             where = e.filename if e.filename else (args.dir or args.config)
             print(f"kvgroomd: cannot read {where}: {e.strerror}", file=sys.stderr)
