@@ -1,13 +1,16 @@
-"""Command line: `kvgroomd run | check-config | groom | simulate ...`.
+"""Command line: `kvgroomd run | check-config | ls | groom | stats | tail | simulate`.
 
-Shell. Exit status: 0 success; 1 runtime failure; 2 usage error (argparse's
-convention); 3 invalid configuration.
+Shell. Exit status: 0 success; 1 runtime failure (directory missing or
+unreadable, an unlink failed); 2 usage error (argparse's convention); 3
+invalid configuration; 4 `groom --once` ended still over budget (everything
+left is protected). docs/operator-tools.md documents each command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from importlib.metadata import version
@@ -17,7 +20,7 @@ from typing import Any
 from kvgroomd import log as events
 from kvgroomd.config import Config, ConfigError, load_config, parse_duration, parse_size
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_OVER_BUDGET = 0, 1, 2, 3, 4
 
 
 def _size(text: str) -> int:
@@ -68,9 +71,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+GROOM_EXIT_CODES = """exit status:
+  0  the pass did what was asked (a dry run included)
+  1  the directory is missing or unreadable, or an unlink failed
+  2  usage error
+  3  invalid configuration
+  4  still over budget after the pass: everything left is protected"""
+
+
 def cmd_groom(args: argparse.Namespace) -> int:
-    """One pass of supersession and budget eviction, then exit."""
+    """One pass of leak cleanup (if enabled), supersession and budget eviction,
+    with the daemon's log lines, then exit."""
     from kvgroomd.groom import Groomer, cause_totals  # noqa: PLC0415
+    from kvgroomd.metrics import Metrics  # noqa: PLC0415 - prometheus_client only if asked
 
     config, _ = _load(args)
     events.configure(config.log_format, config.log_level)
@@ -78,14 +91,120 @@ def cmd_groom(args: argparse.Namespace) -> int:
     if not config.cache_dir.is_dir():
         log.error(events.DIR_MISSING, cache_dir=str(config.cache_dir))
         return EXIT_FAILED
+    metrics = Metrics(log, textfile=config.metrics_textfile) if config.metrics_textfile else None
     groomer = Groomer(config, log)
-    groomer.reconcile(time.time(), startup=True)
+    try:
+        groomer.reconcile(time.time(), startup=True)
+    except OSError as e:
+        log.error(events.DIR_ERROR, cache_dir=str(config.cache_dir), error=e.strerror,
+                  errno=e.errno)  # fmt: skip
+        return EXIT_FAILED
     g = groomer.index
     over = config.budget is not None and g.total_bytes > config.budget and not config.dry_run
     log.info(events.GROOM_DONE, snapshots=len(g), dir_bytes=g.total_bytes,
              budget=config.budget, dry_run=config.dry_run,
-             by_cause=cause_totals(groomer.totals), within_budget=not over)  # fmt: skip
-    return EXIT_FAILED if over else EXIT_OK
+             by_cause=cause_totals(groomer.totals), within_budget=not over,
+             unlink_failures=groomer.totals.failed)  # fmt: skip
+    if metrics is not None:
+        metrics.update(groomer, config)
+    if groomer.totals.failed:
+        return EXIT_FAILED
+    return EXIT_OVER_BUDGET if over else EXIT_OK
+
+
+def _inventory(args: argparse.Namespace) -> tuple[Any, str]:
+    """Scan DIR read-only and build its inventory under the configured policy."""
+    from kvgroomd import inventory  # noqa: PLC0415
+    from kvgroomd.read import read_text  # noqa: PLC0415
+    from kvgroomd.scan import scan_directory  # noqa: PLC0415
+    from kvgroomd.scoring import POLICIES  # noqa: PLC0415
+
+    if args.dir is None and args.config is None:
+        args.parser.error("give DIR or --config FILE")
+    config = load_config(args.config) if args.config else Config(cache_dir=args.dir)
+    directory = args.dir if args.dir is not None else config.cache_dir
+    if args.policy is not None and args.policy != config.policy:
+        config = config.with_overrides(policy=args.policy, policy_params={})
+    settings = inventory.Settings(
+        POLICIES[config.policy], dict(config.policy_params), config.protect_new,
+        config.reject_different_quant,
+        args.budget if args.budget is not None else config.budget, config.orphan_temp_age,
+    )  # fmt: skip
+    found = scan_directory(directory)
+    inv = inventory.build(found.snapshots, invalid=found.invalid, temps=found.temps,
+                          foreign=found.foreign, read_text=lambda s: read_text(directory, s),
+                          now=time.time(), settings=settings)  # fmt: skip
+    return inv, str(directory)
+
+
+def _readonly(fn: Any) -> Any:
+    """Turn an unreadable directory into one line on stderr and exit status 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(fn(args))
+        except BrokenPipeError:  # `kvgroomd ls | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+        except OSError as e:
+            where = e.filename if e.filename else (args.dir or args.config)
+            print(f"kvgroomd: cannot read {where}: {e.strerror}", file=sys.stderr)
+            return EXIT_FAILED
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+@_readonly
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List every snapshot with its policy score and eviction rank, and every
+    other file with the reason it is not a snapshot. Read-only."""
+    from kvgroomd import inventory, report  # noqa: PLC0415
+
+    inv, directory = _inventory(args)
+    rows = inventory.sorted_rows(inv, args.sort, reverse=args.reverse)
+    if args.json:
+        json.dump(inventory.ls_json(inv, directory, rows), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write("\n".join(report.ls_lines(inv, rows, directory)) + "\n")
+    return EXIT_OK
+
+
+@_readonly
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Totals by reason, bytes against budget, chains, invalid files and leaks
+    (ABI-0 files, crash-left temp files). Read-only."""
+    from kvgroomd import inventory, report  # noqa: PLC0415
+
+    inv, directory = _inventory(args)
+    st = inventory.stats(inv, directory)
+    if args.json:
+        json.dump(st, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write("\n".join(report.stats_lines(st)) + "\n")
+    return EXIT_OK
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Follow kvgroomd's JSON log (a file, or stdin) and render it for people."""
+    from kvgroomd import tail  # noqa: PLC0415
+
+    return tail.main(args)
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    from kvgroomd.scoring import POLICIES  # noqa: PLC0415
+
+    p.add_argument("dir", nargs="?", type=Path, metavar="DIR",
+                   help="the cache directory (default: cache_dir of --config)")  # fmt: skip
+    p.add_argument("--config", "-c", type=Path,
+                   help="take policy, budget, protect_new, quant rule from this file")  # fmt: skip
+    p.add_argument("--policy", choices=sorted(POLICIES),
+                   help="score with this policy (default: the config's, else prefill)")  # fmt: skip
+    p.add_argument("--budget", type=_size, help="budget to compare with, e.g. 60GiB")
+    p.add_argument("--json", action="store_true", help="print JSON (schema in the docs)")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -114,11 +233,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("groom", help="one grooming pass, then exit",
-                       description=cmd_groom.__doc__)  # fmt: skip
+                       description=cmd_groom.__doc__, epilog=GROOM_EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--once", action="store_true", required=True,
                    help="run a single pass (the only mode; the daemon is `run`)")  # fmt: skip
     _config_args(p)
     p.set_defaults(func=cmd_groom)
+
+    from kvgroomd.inventory import SORT_KEYS  # noqa: PLC0415
+
+    p = sub.add_parser("ls", help="list snapshots with score, rank and chain (read-only)",
+                       description=cmd_ls.__doc__)  # fmt: skip
+    _inspect_args(p)
+    p.add_argument("--sort", choices=list(SORT_KEYS), default="rank",
+                   help="sort key (default: rank, the first to be evicted first)")  # fmt: skip
+    p.add_argument("--reverse", "-r", action="store_true", help="reverse the order")
+    p.set_defaults(func=cmd_ls, parser=p)
+
+    p = sub.add_parser("stats", help="totals, budget, chains, invalid files, leaks (read-only)",
+                       description=cmd_stats.__doc__)  # fmt: skip
+    _inspect_args(p)
+    p.set_defaults(func=cmd_stats, parser=p)
+
+    p = sub.add_parser("tail", help="follow the JSON log and render it for people",
+                       description=cmd_tail.__doc__)  # fmt: skip
+    p.add_argument("file", nargs="?", type=Path, metavar="FILE",
+                   help="a JSON log file (default: stdin, e.g. journalctl -o cat -f)")  # fmt: skip
+    p.add_argument("--no-follow", dest="follow", action="store_false",
+                   help="stop at the end of FILE instead of waiting for more")  # fmt: skip
+    p.add_argument("--event", "-e", action="append", metavar="GLOB",
+                   help="only events matching GLOB, e.g. 'snapshot.*' (repeatable)")  # fmt: skip
+    p.add_argument("--cause", action="append", metavar="CAUSE",
+                   choices=["superseded", "budget", "orphan_temps", "stale_format"],
+                   help="only lines with this unlink cause (repeatable)")  # fmt: skip
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                   help="colour output (auto: on a terminal, unless NO_COLOR is set)")  # fmt: skip
+    p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("simulate", help="replay a workload: engine alone vs kvgroomd",
                        description=cmd_simulate.__doc__, add_help=False)  # fmt: skip

@@ -143,8 +143,15 @@ def _path(v: object) -> Path:
 
 
 def _listen(v: object) -> str:
+    # A bare port (9101 or ":9101") binds to loopback: metrics are not for the world.
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = f":{v}"
+    if isinstance(v, str) and re.fullmatch(r":?[0-9]{1,5}", v):
+        v = f"127.0.0.1:{v.lstrip(':')}"
     if not isinstance(v, str) or not re.fullmatch(r"\[?[0-9A-Za-z.:]+\]?:[0-9]{1,5}", v):
         raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9101, got {v!r}")
+    if int(v.rpartition(":")[2]) > 65535:
+        raise ValueError(f"port out of range in {v!r}")
     return v
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from kvgroomd import log as events
 from kvgroomd.config import Config, ConfigError, format_size, load_config
 from kvgroomd.groom import Groomer, Stopped
+from kvgroomd.metrics import for_config as metrics_for
 from kvgroomd.notify import Notifier
 from kvgroomd.unlink import recover
 from kvgroomd.watch import DirGone, EventQueue, Gone, Landed, Lost, Wake, Watcher
@@ -48,6 +49,7 @@ class Daemon:
         self.notifier = Notifier()
         self.groomer = Groomer(config, log, should_stop=lambda: self._stop)
         self.watcher = Watcher(config.cache_dir, self.queue)
+        self.metrics = metrics_for(config, log)  # changes need a restart, not a reload
         self._stop = False
         self._reload = False
         self._deaths: collections.deque[float] = collections.deque()
@@ -82,13 +84,16 @@ class Daemon:
                       watchdog_interval=self.notifier.watchdog_interval)  # fmt: skip
         status = 0
         try:
-            if self._start():
+            if not self.metrics.start():
+                status = 1
+            elif self._start():
                 status = self._loop()
         except Stopped:
             pass
         finally:
             self.notifier.stopping()
             self.watcher.close()
+            self.metrics.close()
             self.log.info(events.STOPPED, exit_status=status,
                           unlinked=sum(self.groomer.totals.unlinked.values()),
                           freed=sum(self.groomer.totals.freed.values()))  # fmt: skip
@@ -178,10 +183,12 @@ class Daemon:
         if isinstance(ev, Landed):
             g.totals.events += 1
             g.landed(ev.name, self.clock(), created=ev.created)
+            self.metrics.observe_latency(time.monotonic() - ev.at)
             self._after_change()
         elif isinstance(ev, Gone):
             g.totals.events += 1
             g.gone(ev.name)
+            self.metrics.update(g, self.config)
         elif isinstance(ev, Lost):
             self.log.warning(events.EVENTS_LOST, why=ev.why, action="rescan")
             self._reconcile()
@@ -193,6 +200,7 @@ class Daemon:
 
     def _after_change(self) -> None:
         self.notifier.status(self._status())
+        self.metrics.update(self.groomer, self.config)
 
     def _check_watcher(self) -> bool:
         """Restart a dead observer (and rescan); False when it keeps dying."""

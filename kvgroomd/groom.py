@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvgroomd import log as events
+from kvgroomd.cleanup import plan as cleanup_plan
 from kvgroomd.config import Config
 from kvgroomd.decision import Cause, Decision, Fingerprint
 from kvgroomd.evict import Budget, choose
 from kvgroomd.index import Change, Index, Snapshot, drift
 from kvgroomd.names import SnapshotName, classify
 from kvgroomd.read import Invalid, fingerprint, read_snapshot, read_text
+from kvgroomd.scan import scan_temps
 from kvgroomd.scoring import POLICIES
 from kvgroomd.supersede import TRIGGERS, judge, prefix_candidates, sweep_plan
 from kvgroomd.unlink import Result, apply
@@ -40,6 +42,7 @@ class Totals:
     invalid: int = 0
     events: int = 0
     repairs: int = 0
+    failed: int = 0  # unlinks that hit an OS error (permissions, ...)
 
 
 class Groomer:
@@ -97,6 +100,7 @@ class Groomer:
             del self.invalid[name]
         repairs = 0 if startup else len(d.added) + len(d.changed) + len(d.gone)
         self.totals.repairs += repairs
+        self.clean_leaks(now)
         if self.config.supersede:
             self.sweep(now)
         self.enforce_budget(now)
@@ -120,6 +124,22 @@ class Groomer:
             covered.update(dict.fromkeys(self._supersede_with(snap, candidates, now), True))
         self.index.set_covered(covered)
 
+    def clean_leaks(self, now: float) -> None:
+        """Opt-in leak cleanup (config `cleanup.*`): crash-left temp files and
+        ABI-0 files. Runs at start-up and on every reconcile; see cleanup.py."""
+        c = self.config
+        if not (c.orphan_temps or c.stale_format):
+            return
+        temps = scan_temps(self.directory) if c.orphan_temps else []
+        if self.dry_removed:  # dry run: judge each temp file once, like snapshots
+            present = {t.name for t in temps}
+            for name in [n for n in self.dry_removed if ".kv.tmp." in n and n not in present]:
+                del self.dry_removed[name]
+            temps = [t for t in temps if self.dry_removed.get(t.name) != t.seen]
+        decisions = cleanup_plan(temps, self.index, now, orphans=c.orphan_temps,
+                                 orphan_age=c.orphan_temp_age, stale=c.stale_format)  # fmt: skip
+        self.execute(decisions)
+
     def enforce_budget(self, now: float) -> None:
         """Evict by policy when usage is over the budget."""
         if self.config.budget is None or self.index.total_bytes <= self.config.budget:
@@ -139,6 +159,8 @@ class Groomer:
         context.setdefault("budget", self.config.budget)
         for d in decisions:
             usage = self.index.total_bytes
+            if d.cause is Cause.ORPHAN_TEMP:  # temp files are not in the index or budget
+                usage += d.seen.size
             outcome = apply(self.directory, d, dry_run=self.config.dry_run, usage=usage,
                             log=self.log, context=context)  # fmt: skip
             if outcome.result is Result.UNLINKED:
@@ -150,8 +172,10 @@ class Groomer:
                 self.dry_removed[d.name] = d.seen
             elif outcome.result is Result.GONE:
                 self.index.pop(d.name)
-            elif outcome.result is Result.CHANGED:
+            elif outcome.result is Result.CHANGED and d.name.endswith(".kv"):
                 self._refresh(SnapshotName(d.name, d.name[:40].lower()))
+            elif outcome.result is Result.FAILED:
+                self.totals.failed += 1
             freed += outcome.freed
         return freed
 

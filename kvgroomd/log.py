@@ -40,6 +40,9 @@ UNLINK_RECOVERED = "snapshot.unlink_recovered"
 RECONCILE_DONE = "reconcile.done"
 BUDGET_UNREACHABLE = "budget.unreachable"
 GROOM_DONE = "groom.done"
+# Metrics
+METRICS_LISTENING = "metrics.listening"
+METRICS_FAILED = "metrics.failed"
 
 LEVELS = ("debug", "info", "warning", "error")
 

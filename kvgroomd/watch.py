@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import os
 import queue
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchdog.events import (
@@ -52,6 +53,8 @@ class Landed:
 
     name: str
     created: bool = False
+    # When the event was queued (time.monotonic()), for the latency metric.
+    at: float = field(default_factory=time.monotonic, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
