@@ -1,0 +1,1 @@
+"""Test helpers: an emulator of how ds4-server writes, touches and removes snapshots."""
