@@ -29,7 +29,7 @@ from kvgroomd.evict import NEVER_EVICTED, ranking
 from kvgroomd.index import Index, Snapshot
 from kvgroomd.scoring import Policy
 from kvgroomd.snapshot import ABI_CURRENT, ABI_LEGACY, Reason
-from kvgroomd.supersede import judge, prefix_candidates, sweep_order
+from kvgroomd.supersede import judge, sweep_plan
 
 TextReader = Callable[[Snapshot], "bytes | None"]
 REASONS = tuple(r.label for r in Reason)
@@ -129,13 +129,11 @@ def _relations(index: Index, read_text: TextReader, now: float, *,
     sets = _Sets()
     covered: dict[str, bool] = dict.fromkeys(index.names, False)
     by: dict[str, Snapshot] = {}
-    for name in sweep_order(index):
+    for name, candidate_names in sweep_plan(index, strict_quant=strict_quant):
         new = index.get(name)
         if new is None:
             continue
-        candidates = prefix_candidates(index, new, strict_quant=strict_quant)
-        if not candidates:
-            continue
+        candidates = [c for c in map(index.get, candidate_names) if c is not None]
         text = read_text(new)
         if text is None:
             continue
