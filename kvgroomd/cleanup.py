@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvgroomd.decision import Cause, Decision, Fingerprint
-from kvgroomd.index import Index
-from kvgroomd.snapshot import ABI_LEGACY, Reason
+from kvgroomd.index import Index, decide
+from kvgroomd.snapshot import ABI_LEGACY
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,27 +71,7 @@ def stale_format(index: Index, now: float) -> list[Decision]:
     cols = index.columns()
     names = index.names
     rows = sorted(np.flatnonzero(cols["abi"] == ABI_LEGACY), key=lambda i: names[int(i)])
-    decisions = []
-    for i in rows:
-        r = cols[int(i)]
-        name = names[int(i)]
-        decisions.append(
-            Decision(
-                name,
-                Cause.STALE_FORMAT,
-                index.fingerprint(name),  # type: ignore[arg-type]
-                {
-                    "sha": name[:40].lower(),
-                    "reason": Reason(int(r["reason"])).label,
-                    "tokens": int(r["tokens"]),
-                    "hits": int(r["hits"]),
-                    "size": int(r["size"]),
-                    "abi": int(r["abi"]),
-                    "age_s": max(0, round(now - int(r["created_at"]))),
-                },
-            )
-        )
-    return decisions
+    return [decide(index.at(int(i)), Cause.STALE_FORMAT, now, abi=ABI_LEGACY) for i in rows]
 
 
 def plan(temps: Iterable[TempFile], index: Index, now: float, *, orphans: bool,

@@ -44,3 +44,7 @@ class Decision:
     cause: Cause
     seen: Fingerprint
     fields: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # The 52 header bytes the policy judged, when it judged a snapshot. On
+    # ext4 an unlinked inode number is soon reused, and mtime ticks are coarse,
+    # so a same-name replacement can match the fingerprint: the header cannot.
+    header: bytes | None = None

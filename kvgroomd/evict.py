@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kvgroomd.decision import Cause, Decision
-from kvgroomd.index import Columns, Index
+from kvgroomd.index import Columns, Index, decide
 from kvgroomd.scoring import Policy, Values
 from kvgroomd.snapshot import Reason
 
@@ -66,25 +66,7 @@ def choose(index: Index, budget: Budget, now: float, policy: Policy,
     freed = np.cumsum(cols["size"][order])
     needed = total - budget.target
     n = min(int(np.searchsorted(freed, needed)) + 1, len(order))
-    names = index.names
-    decisions = []
-    for i in order[:n]:
-        row = cols[i]
-        decisions.append(
-            Decision(
-                names[i],
-                Cause.BUDGET,
-                index.fingerprint(names[i]),  # type: ignore[arg-type]
-                {
-                    "sha": names[i][:40].lower(),
-                    "reason": Reason(int(row["reason"])).label,
-                    "tokens": int(row["tokens"]),
-                    "hits": int(row["hits"]),
-                    "size": int(row["size"]),
-                    "age_s": max(0, round(now - int(row["created_at"]))),
-                    "policy": policy.name,
-                    "score": float(values[i]),
-                },
-            )
-        )
-    return decisions
+    return [
+        decide(index.at(int(i)), Cause.BUDGET, now, policy=policy.name, score=float(values[i]))
+        for i in order[:n]
+    ]

@@ -13,11 +13,12 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from kvgroomd.decision import Fingerprint
+from kvgroomd.decision import Cause, Decision, Fingerprint
 from kvgroomd.snapshot import Header, Reason
 
 # Texts sharing a prefix chain share their first HEAD_BYTES; the index buckets
@@ -68,6 +69,16 @@ class Snapshot:
     def size(self) -> int:
         """Bytes on disk (st_size), what budgets count."""
         return self.seen.size
+
+
+def decide(s: Snapshot, cause: Cause, now: float, **extra: Any) -> Decision:
+    """A decision to unlink `s`, with the facts every unlink log line reports."""
+    h = s.header
+    fields = {
+        "sha": s.sha, "reason": h.reason.label, "tokens": h.tokens, "hits": h.hits,
+        "size": s.size, "age_s": max(0, round(now - h.created_at)), **extra,
+    }  # fmt: skip
+    return Decision(s.name, cause, s.seen, fields, header=h.pack())
 
 
 def head_key(text_head: bytes, text_bytes: int) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kvgroomd.decision import Cause, Decision
-from kvgroomd.index import SHORT_HEAD, Columns, Index, Snapshot
+from kvgroomd.index import SHORT_HEAD, Columns, Index, Snapshot, decide
 from kvgroomd.snapshot import ABI_CURRENT, Header, Reason, prefix_digests
 
 TRIGGERS = frozenset({Reason.COLD, Reason.CONTINUED})
@@ -99,21 +99,8 @@ def judge(
     ]  # fmt: skip
     triggers = new.header.reason in TRIGGERS
     superseded = tuple(
-        Decision(
-            c.name,
-            Cause.SUPERSEDED,
-            c.seen,
-            {
-                "sha": c.sha,
-                "reason": c.header.reason.label,
-                "tokens": c.header.tokens,
-                "hits": c.header.hits,
-                "size": c.size,
-                "age_s": max(0, round(now - c.header.created_at)),
-                "superseded_by": new.sha,
-                "superseded_by_tokens": new.header.tokens,
-            },
-        )
+        decide(c, Cause.SUPERSEDED, now, superseded_by=new.sha,
+               superseded_by_tokens=new.header.tokens)  # fmt: skip
         for c in covered
         if triggers and c.header.reason is Reason.CONTINUED
     )

@@ -6,9 +6,9 @@ directory, and only if that file is still the very one the policy judged.
 
 Compare-and-delete: the file is first renamed to a private name, which takes
 whatever inode the name holds at that instant, and the *renamed* file is then
-compared with the decision's fingerprint. So an engine rename that lands
-between our check and our unlink can never make us delete the new file: on a
-mismatch the file is put back (link(2) never replaces). A crash between the
+compared with the decision's fingerprint and header bytes. So an engine
+rename that lands between our check and our unlink can never make us delete
+the new file: on a mismatch the file is put back (link(2) never replaces). A crash between the
 rename and the unlink leaves a `.kvgroomd-unlinking.*` file that `recover`
 puts back at the next start, so no file is lost that was not logged as
 unlinked. The dry-run guard lives here, so no other code can forget it.
@@ -108,7 +108,7 @@ def _compare_and_delete(directory: Path, d: Decision, usage: int, log: Any,
         log.warning(events.UNLINK_FAILED, why=e.strerror, errno=e.errno, **fields)
         return Outcome(Result.FAILED)
     st = os.lstat(held)
-    if not stat.S_ISREG(st.st_mode) or _fingerprint(st) != d.seen:
+    if not stat.S_ISREG(st.st_mode) or _fingerprint(st) != d.seen or not _same_header(held, d):
         _put_back(held, path, log)  # the engine replaced it in between
         log.info(events.UNLINK_SKIPPED, why="changed", **fields)
         return Outcome(Result.CHANGED)
@@ -120,6 +120,22 @@ def _compare_and_delete(directory: Path, d: Decision, usage: int, log: Any,
         return Outcome(Result.FAILED)
     log.info(events.UNLINKED, dir_bytes=usage - st.st_size, **fields)
     return Outcome(Result.UNLINKED, st.st_size)
+
+
+def _same_header(path: Path, d: Decision) -> bool:
+    """The held file still starts with the header the policy judged."""
+    if d.header is None:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return os.pread(fd, len(d.header), 0) == d.header
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _put_back(held: Path, path: Path, log: Any) -> None:
