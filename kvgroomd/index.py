@@ -201,7 +201,7 @@ class Index:
         else:
             change = Change.UPDATED
             # the same file keeps what we learnt from its text
-            s_row = _to_row(s)[:-1] + (bool(old["covered"]),)
+            s_row = (*_to_row(s)[:-1], bool(old["covered"]))
         new = np.array(s_row, dtype=ROW)
         if self._rows[i] == new:
             return Change.UNCHANGED

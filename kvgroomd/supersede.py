@@ -98,9 +98,9 @@ def judge(
         and digests.get(c.header.text_bytes) == c.sha
     ]  # fmt: skip
     triggers = new.header.reason in TRIGGERS
+    by, tokens = new.sha, new.header.tokens
     superseded = tuple(
-        decide(c, Cause.SUPERSEDED, now, superseded_by=new.sha,
-               superseded_by_tokens=new.header.tokens)  # fmt: skip
+        decide(c, Cause.SUPERSEDED, now, superseded_by=by, superseded_by_tokens=tokens)
         for c in covered
         if triggers and c.header.reason is Reason.CONTINUED
     )

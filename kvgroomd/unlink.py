@@ -61,7 +61,7 @@ def _fingerprint(st: os.stat_result) -> Fingerprint:
     return Fingerprint(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,
+def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,  # noqa: PLR0911 - one return per outcome
           log: Any, context: dict[str, Any] | None = None) -> Outcome:  # fmt: skip
     """Carry out one decision and log what happened (one line per decision).
 
