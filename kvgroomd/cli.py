@@ -279,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kvgroomd` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:  # the simulator parses its own options (and --help)
+        from kvgroomd import simulate  # noqa: PLC0415
+
+        return simulate.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -191,8 +191,10 @@ class TestOrderPrefill:
 
     def test_params_override_defaults(self) -> None:
         """Policy parameters passed to choose() change the ranking."""
-        covered = snapshot(tokens=1000, size=1000, created_at=OLD, last_used=NOW, covered=True)
-        plain = snapshot(tokens=900, size=1000, created_at=OLD, last_used=NOW)
+        # The discount for being covered applies to evict/shutdown saves.
+        covered = snapshot(tokens=1000, size=1000, created_at=OLD, last_used=NOW, covered=True,
+                           reason=Reason.EVICT)  # fmt: skip
+        plain = snapshot(tokens=900, size=1000, created_at=OLD, last_used=NOW, reason=Reason.EVICT)
         index = index_of(covered, plain)
         budget = Budget(limit=1500, low_watermark=0.9)
         assert names(choose(index, budget, NOW, PREFILL)) == [covered.name]
