@@ -92,13 +92,18 @@ class Groomer:
         d = drift(self.index, scan)
         for name in d.gone:
             self.gone(name)
+        added = changed = 0
         for i, name in enumerate(d.added + d.changed):
             if i % 256 == 0 and self.should_stop():
                 raise Stopped
+            before = self.index.fingerprint(name)
             self._refresh(SnapshotName(name, name[:40].lower()), quiet=startup)
+            # Only what changes the index is drift: an invalid file read again is not.
+            if self.index.fingerprint(name) != before:
+                added, changed = (added + 1, changed) if before is None else (added, changed + 1)
         for name in [n for n in self.invalid if n not in scan]:
             del self.invalid[name]
-        repairs = 0 if startup else len(d.added) + len(d.changed) + len(d.gone)
+        repairs = 0 if startup else added + changed + len(d.gone)
         self.totals.repairs += repairs
         self.clean_leaks(now)
         if self.config.supersede:
@@ -106,7 +111,7 @@ class Groomer:
         self.enforce_budget(now)
         self.log.info(events.RECONCILE_DONE, startup=startup, snapshots=len(self.index),
                       dir_bytes=self.index.total_bytes, invalid=len(self.invalid),
-                      repaired=repairs, added=len(d.added), changed=len(d.changed),
+                      repaired=repairs, added=added, changed=changed,
                       gone=len(d.gone))  # fmt: skip
 
     def sweep(self, now: float) -> None:
