@@ -211,6 +211,7 @@ class Engine:
         tracking = self.journal_path is not None if track_prefixes is None else track_prefixes
         self.track_prefixes = tracking
         self._texts: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self.written: set[str] = set()  # names this engine stored: texts it can render
         self._text_bytes = 0
         if self.track_prefixes:
             for name in sorted(os.listdir(self.directory)):
@@ -590,6 +591,7 @@ class Engine:
             raise
         os.close(fd)
         over, at = self._rename_into_place(tmp, path)
+        self.written.add(path.name)
         self._journal_store(path, header, text, st, over=over, at=at, tmp=tmp.name)
         if self.variant == "legacy" and self.budget_bytes is not None:
             # Older engines evict after the rename, sparing the new file.
@@ -657,6 +659,7 @@ class Engine:
             os.close(fd)
         path = self.directory / f"{sha}.kv"
         over, at = self._rename_into_place(tmp, path)
+        self.written.add(path.name)
         self._journal_store(path, header, text, st, over=over, at=at, tmp=tmp.name)
 
     def crash(
@@ -1330,8 +1333,11 @@ class Workload:
                 self.counts["skipped"] += 1
 
     def op_replace(self) -> None:
-        """Same-name replacement: new inode (other ctx_size), by unlink or rename."""
-        existing = self.engine.entries()
+        """Same-name replacement: new inode (other ctx_size), by unlink or rename.
+
+        Only of a file this server stored: it can only render its own texts
+        again (another tool's file of a valid format is never replaced)."""
+        existing = [e for e in self.engine.entries() if e.name in self.engine.written]
         if existing:
             victim = self.rng.choice(existing)
             # The file may vanish under us (the daemon, or our own eviction).
