@@ -33,3 +33,15 @@ class TestHostileEntries:
         done = d.wait_for("reconcile.done", count=3, startup=False)
         assert [(r["repaired"], r["added"], r["changed"]) for r in done] == [(0, 0, 0)] * 3
         assert done[-1]["invalid"] == 8
+
+
+class TestBudgetUnreachable:
+    def test_said_once_while_young_files_hold_usage_up(self, cache_dir, kit, start_daemon):
+        """Landings over a budget that only young files fill give one budget.unreachable."""
+        d = start_daemon(cache_dir=cache_dir, budget=1, protect_new=3600)
+        for i in range(4):
+            path = kit.write_snapshot(cache_dir, f"young file {i} ".encode() * 60)
+            d.wait_for("snapshot.added", sha=path.name[:40])
+        assert len(d.events("budget.unreachable")) == 1
+        assert d.events("budget.unreachable")[0]["why"].startswith("the rest is protected")
+        assert d.events("snapshot.unlinked") == []
