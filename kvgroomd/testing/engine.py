@@ -899,17 +899,26 @@ _WORDS = _WORD_TEXT.split()
 _TOOLS = ("ls", "read_file", "grep", "run_tests", "apply_patch", "web_search")
 
 
+_PIECES = [(" " + w).encode() for w in _WORDS]
+_CAPITALIZED = [(" " + w.capitalize()).encode() for w in _WORDS]
+_MARKS = (b".", b".", b"?", b"!", b".\n\n")
+
+
 def _word_pieces(rng: random.Random, n: int) -> list[bytes]:
     """`n` tokens of prose, one word or mark per token (about 4-5 bytes a token)."""
+    # The hot loop of every workload: `seq[rng._randbelow(len(seq))]` is what
+    # rng.choice(seq) does, so the texts are those of the plain version.
     out: list[bytes] = []
+    append, rand, below = out.append, rng.random, rng._randbelow
+    words = len(_WORDS)
     capital = True
     for _ in range(n):
-        if not capital and rng.random() < 0.08:
-            out.append(rng.choice((b".", b".", b"?", b"!", b".\n\n")))
+        if not capital and rand() < 0.08:
+            append(_MARKS[below(5)])
             capital = True
             continue
-        word = rng.choice(_WORDS)
-        out.append((" " + (word.capitalize() if capital else word)).encode())
+        i = below(words)
+        append(_CAPITALIZED[i] if capital else _PIECES[i])
         capital = False
     return out
 
@@ -1075,13 +1084,18 @@ def ktm_trailer(rng: random.Random, entries: int = 2) -> bytes:
 class Server:
     """ds4-server's use of the store: one live session, saves at the spec's moments."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, ctx_size: int = 32768, quant_bits: int = 2) -> None:
         self.engine = engine
         self.live: list[bytes] | None = None  # token pieces of the live session
         self.continued_last = 0  # continued_last_store_tokens
         self.stats: Counter[str] = Counter()
+        # The server's --ctx and quantization: they may change across restarts.
+        self.ctx_size = ctx_size
+        self.quant_bits = quant_bits
 
     def _store(self, pieces: Sequence[bytes], tokens: int, reason: Reason, **kw: Any) -> None:
+        kw.setdefault("ctx_size", self.ctx_size)
+        kw.setdefault("quant_bits", self.quant_bits)
         try:
             self.engine.store(b"".join(pieces[:tokens]), tokens, reason, **kw)
             self.stats[f"store_{reason.label}"] += 1
@@ -1111,7 +1125,8 @@ class Server:
             reused = len(self.live)  # continues in memory, no disk lookup
         else:
             self.save_live(Reason.EVICT)  # an unrelated request replaces the live session
-            hit = self.engine.lookup(b"".join(prompt))
+            hit = self.engine.lookup(b"".join(prompt), ctx_size=self.ctx_size,
+                                     quant_bits=self.quant_bits)  # fmt: skip
             reused = hit.tokens if hit else 0
             self.continued_last = reused
             self.stats["hit" if hit else "miss"] += 1
@@ -1355,11 +1370,18 @@ class Workload:
         self.engine.crash(conv.text(n), n, Reason.COLD, pid=self._dead_pid,
                           fraction=self.rng.random())  # fmt: skip
         self.server.live, self.server.continued_last = None, 0  # the live state died
-        self.engine.startup()
+        self._restart()
 
     def op_shutdown(self) -> None:
         """A clean exit saving the live session as `shutdown`, then a restart."""
         self.server.save_live(Reason.SHUTDOWN)
+        self._restart()
+
+    def _restart(self) -> None:
+        """The server comes back, maybe with another context size or quantization
+        (so older files may be ones the new files cannot stand in for)."""
+        self.server.ctx_size = self.rng.choice((16384, 32768, 32768, 65536))
+        self.server.quant_bits = self.rng.choice((2, 2, 4))
         self.engine.startup()
 
 
