@@ -909,7 +909,7 @@ def _word_pieces(rng: random.Random, n: int) -> list[bytes]:
     # The hot loop of every workload: `seq[rng._randbelow(len(seq))]` is what
     # rng.choice(seq) does, so the texts are those of the plain version.
     out: list[bytes] = []
-    append, rand, below = out.append, rng.random, rng._randbelow
+    append, rand, below = out.append, rng.random, rng._randbelow  # type: ignore[attr-defined]
     words = len(_WORDS)
     capital = True
     for _ in range(n):
