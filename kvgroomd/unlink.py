@@ -58,7 +58,7 @@ def _may_delete(d: Decision) -> bool:
 
 
 def _fingerprint(st: os.stat_result) -> Fingerprint:
-    return Fingerprint(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return Fingerprint.of(st)
 
 
 def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,

@@ -77,6 +77,30 @@ class TestHostileEntries:
         assert [(r["repaired"], r["added"], r["changed"]) for r in done] == [(0, 0, 0)] * 3
         assert done[-1]["invalid"] == 8
 
+    def test_extreme_header_times_and_mtimes_are_indexed(self, cache_dir, kit, start_daemon):
+        """Snapshots with u64 times past 2^63 in their header, or a file time past
+        2262 (beyond int64 nanoseconds), are indexed and evictable like any other."""
+        paths = []
+        for i, (created, last) in enumerate(
+            [(2**64 - 1, 0), (1_780_000_000, 2**63), (0, 2**64 - 1)]
+        ):
+            path = kit.write_snapshot(cache_dir, f"extreme {i} ".encode() * 40, created_at=0)
+            raw = bytearray(path.read_bytes())
+            raw[24:40] = created.to_bytes(8, "little") + last.to_bytes(8, "little")
+            path.write_bytes(raw)
+            paths.append(path)
+        late = kit.write_snapshot(cache_dir, b"mtime in year 2400 " * 40, created_at=0)
+        os.utime(late, ns=(13 * 10**18, 13 * 10**18))
+        paths.append(late)
+        d = start_daemon(cache_dir=cache_dir)
+        assert d.events("daemon.ready")[0]["snapshots"] == 4
+        d.wait_for("reconcile.done", startup=True)
+        d2 = start_daemon(cache_dir=cache_dir, budget=1, protect_new=0)
+        gone = {Path(r["path"]).name for r in d2.events("snapshot.unlinked")}
+        # Created "in the future" is young, so protected; the others go.
+        assert gone == {p.name for p in paths[1:]}
+        assert d.proc.poll() is None and d2.proc.poll() is None
+
 
 class TestBudgetUnreachable:
     def test_said_once_while_young_files_hold_usage_up(self, cache_dir, kit, start_daemon):
