@@ -15,7 +15,7 @@ from kvgroomd.testing.engine import populate
 from kvgroomd.unlink import QUARANTINE_PREFIX
 
 GiB = 1024**3
-BUDGET = 50 * GiB  # the 3,000 files hold about 900 GiB (sparse): most must go
+BUDGET = 50 * GiB  # the 2,000 files hold about 600 GiB (sparse): most must go
 
 
 def _inodes(cache: Path) -> dict[str, int]:
@@ -28,7 +28,7 @@ def test_sigkill_mid_eviction_then_restart(tmp_path, start_daemon, after):
     at most the one unlink in flight is unlogged; a restart puts back a held file,
     finishes the job and indexes exactly what is on disk."""
     cache = tmp_path / "kv"
-    populate(cache, 3000, seed=after)
+    populate(cache, 2000, seed=after)
     planted = plant(cache, tmp_path / "outside", "start")  # protected or invalid: never go
     before = _inodes(cache)
     # No supersession sweep: it would dominate the start-up pass (and is quadratic

@@ -121,7 +121,7 @@ def budgets(draw: st.DrawFn) -> tuple[Index, Budget, str]:
 
 
 @given(budgets())
-@settings(max_examples=400)
+@settings(max_examples=200)
 def test_eviction_spares_protected_entries_and_reaches_its_target_when_it_can(case):
     """Eviction never picks an agent, unknown-reason or young entry; it brings usage
     to the target whenever the unprotected entries suffice (else takes them all),
