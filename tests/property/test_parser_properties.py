@@ -21,6 +21,7 @@ WHYS = {"short", "magic", "unknown_format", "invalid", "truncated"}
 U8, U32, U64 = (st.integers(0, 2**b - 1) for b in (8, 32, 64))
 NAME = SnapshotName("ab" * 20 + ".kv", "ab" * 20)
 
+
 def header_fields() -> st.SearchStrategy[bytes]:
     """52 bytes that often get past the magic, with every field drawn at random."""
     return st.builds(
