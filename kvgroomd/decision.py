@@ -8,6 +8,7 @@ unlink, so a file the engine touched, truncated or replaced since is spared
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -24,12 +25,23 @@ class Cause(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
-    """Identity of one version of a file: device, inode, size, mtime."""
+    """Identity of one version of a file: device, inode, size, mtime.
+
+    `mtime_ns` is kept as a signed 64-bit value (see `of`), as the index stores it.
+    """
 
     dev: int
     ino: int
     size: int
     mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Fingerprint:
+        """The fingerprint of a stat result. An mtime past 2262 (or before 1678)
+        overflows int64 nanoseconds; it wraps, so two mtimes 584 years apart
+        look alike, which no file identity check needs to tell apart."""
+        ns = (st.st_mtime_ns + 2**63) % 2**64 - 2**63
+        return cls(st.st_dev, st.st_ino, st.st_size, ns)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ class Groomer:
         self.dry_removed: dict[str, Fingerprint] = {}
         self.totals = Totals()
         self.should_stop = should_stop
+        self._unreachable: str | None = None  # why usage stays over budget, once logged
 
     # -- events -------------------------------------------------------------
 
@@ -92,13 +93,18 @@ class Groomer:
         d = drift(self.index, scan)
         for name in d.gone:
             self.gone(name)
+        added = changed = 0
         for i, name in enumerate(d.added + d.changed):
             if i % 256 == 0 and self.should_stop():
                 raise Stopped
+            before = self.index.fingerprint(name)
             self._refresh(SnapshotName(name, name[:40].lower()), quiet=startup)
+            # Only what changes the index is drift: an invalid file read again is not.
+            if self.index.fingerprint(name) != before:
+                added, changed = (added + 1, changed) if before is None else (added, changed + 1)
         for name in [n for n in self.invalid if n not in scan]:
             del self.invalid[name]
-        repairs = 0 if startup else len(d.added) + len(d.changed) + len(d.gone)
+        repairs = 0 if startup else added + changed + len(d.gone)
         self.totals.repairs += repairs
         self.clean_leaks(now)
         if self.config.supersede:
@@ -106,7 +112,7 @@ class Groomer:
         self.enforce_budget(now)
         self.log.info(events.RECONCILE_DONE, startup=startup, snapshots=len(self.index),
                       dir_bytes=self.index.total_bytes, invalid=len(self.invalid),
-                      repaired=repairs, added=len(d.added), changed=len(d.changed),
+                      repaired=repairs, added=added, changed=changed,
                       gone=len(d.gone))  # fmt: skip
 
     def sweep(self, now: float) -> None:
@@ -143,15 +149,24 @@ class Groomer:
     def enforce_budget(self, now: float) -> None:
         """Evict by policy when usage is over the budget."""
         if self.config.budget is None or self.index.total_bytes <= self.config.budget:
+            self._unreachable = None
             return
         budget = Budget(self.config.budget, self.config.low_watermark, self.config.protect_new)
         decisions = choose(self.index, budget, now, POLICIES[self.config.policy],
                            dict(self.config.policy_params))  # fmt: skip
+        failed = self.totals.failed
         self.execute(decisions, budget=self.config.budget)
-        if self.index.total_bytes > self.config.budget and not self.config.dry_run:
+        if self.index.total_bytes <= self.config.budget or self.config.dry_run:
+            self._unreachable = None
+            return
+        why = ("unlinks failed (see snapshot.unlink_failed)" if self.totals.failed > failed
+               else "the rest is protected (young, agent or unknown reason)")  # fmt: skip
+        # Once per episode: every event re-runs this pass while, say, a burst
+        # of young files holds usage up; one line says so, not one per event.
+        if why != self._unreachable:
             self.log.warning(events.BUDGET_UNREACHABLE, dir_bytes=self.index.total_bytes,
-                             budget=self.config.budget,
-                             why="the rest is protected (young, agent or unknown reason)")  # fmt: skip
+                             budget=self.config.budget, why=why)  # fmt: skip
+        self._unreachable = why
 
     def execute(self, decisions: Iterable[Decision], **context: Any) -> int:
         """Hand each decision to the deleter; keep the index in step. Bytes freed."""

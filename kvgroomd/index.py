@@ -32,8 +32,8 @@ ROW = np.dtype(
         ("ino", "u8"),
         ("size", "i8"),  # st_size, as the engine counts it
         ("mtime_ns", "i8"),
-        ("created_at", "i8"),
-        ("last_used", "i8"),
+        ("created_at", "u8"),  # u64 in the header: any value must fit
+        ("last_used", "u8"),
         ("payload_bytes", "u8"),
         ("head", "u8"),
         ("tokens", "u4"),

@@ -34,7 +34,7 @@ class Invalid:
 
 def fingerprint(st: os.stat_result) -> Fingerprint:
     """The identity the deleter re-checks before it unlinks."""
-    return Fingerprint(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return Fingerprint.of(st)
 
 
 def _open(path: Path) -> int | Invalid | None:

@@ -58,7 +58,7 @@ def _may_delete(d: Decision) -> bool:
 
 
 def _fingerprint(st: os.stat_result) -> Fingerprint:
-    return Fingerprint(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return Fingerprint.of(st)
 
 
 def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,  # noqa: PLR0911 - one return per outcome
@@ -68,8 +68,9 @@ def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,  # noqa: P
     `usage` is the bytes in use before this unlink; the log reports it after.
     `context` adds fields shared by a pass (budget, ...).
     """
-    fields = {"path": str(directory / d.name), "cause": str(d.cause), **d.fields,
-              **(context or {})}  # fmt: skip
+    # The inode lets a reader tell which version of a name went (names recur).
+    fields = {"path": str(directory / d.name), "cause": str(d.cause), "inode": d.seen.ino,
+              **d.fields, **(context or {})}  # fmt: skip
     if not _may_delete(d) or "/" in d.name:
         log.error(events.UNLINK_REFUSED, why="not a deletable name", **fields)
         return Outcome(Result.REFUSED)
@@ -143,7 +144,10 @@ def _put_back(held: Path, path: Path, log: Any) -> None:
     try:
         os.link(held, path)  # never replaces: a newer engine file wins
     except FileExistsError:
-        log.info(events.UNLINK_SKIPPED, why="superseded by a newer file", path=str(path))
+        # The engine renamed a newer file over the name while we held the old
+        # one: its rename would have replaced the old file anyway.
+        log.info(events.UNLINK_SKIPPED, why="superseded by a newer file", path=str(path),
+                 inode=_inode(held))  # fmt: skip
     except OSError as e:
         log.error(events.UNLINK_FAILED, why=f"could not restore: {e.strerror}",
                   path=str(path), held=str(held))  # fmt: skip
@@ -152,6 +156,13 @@ def _put_back(held: Path, path: Path, log: Any) -> None:
         os.unlink(held)
     except OSError:
         log.error(events.UNLINK_FAILED, why="could not drop held name", path=str(held))
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except OSError:
+        return None
 
 
 def held_files(directory: Path) -> Iterator[Path]:

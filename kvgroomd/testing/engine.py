@@ -19,6 +19,7 @@ what the engine removed from what the daemon removed.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -27,6 +28,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -184,6 +186,7 @@ class Engine:
         fsync: bool = False,
         journal: str | os.PathLike[str] | None = None,
         write_delay: float = 0.0,
+        track_prefixes: bool | None = None,
     ) -> None:
         if variant not in ("current", "legacy"):
             raise ValueError(f"variant must be 'current' or 'legacy', not {variant!r}")
@@ -201,6 +204,22 @@ class Engine:
         self.journal_path = Path(journal) if journal is not None else None
         self.write_delay = write_delay  # pause mid-write so in-flight temps are observable
         self.records: list[dict[str, Any]] = []  # the journal, also kept in memory
+        # Texts of recent stores (and of the files found at start), so each
+        # store record can say which known texts it strictly extends or is a
+        # strict prefix of: a checker can then verify a supersession claim
+        # without the texts. On by default when journaling to a file.
+        tracking = self.journal_path is not None if track_prefixes is None else track_prefixes
+        self.track_prefixes = tracking
+        self._texts: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self.written: set[str] = set()  # names this engine stored: texts it can render
+        self._text_bytes = 0
+        if self.track_prefixes:
+            for name in sorted(os.listdir(self.directory)):
+                kind = classify(name)
+                if not isinstance(kind, SnapshotName):
+                    continue
+                if (t := self.read_text(self.directory / name)) and sha1_hex(t) == kind.sha:
+                    self._remember(kind.sha, t)
 
     # -- time and journal ---------------------------------------------------
 
@@ -217,27 +236,94 @@ class Engine:
             with open(self.journal_path, "a", encoding="utf-8") as fp:
                 fp.write(json.dumps(record, sort_keys=True) + "\n")
 
-    def _journal_file(self, op: str, path: Path, header: Header, **fields: Any) -> None:
-        try:
-            st = path.stat()
-            ino, size = st.st_ino, st.st_size
-        except FileNotFoundError:  # the daemon may already have removed it
-            ino, size = None, None
+    def _journal_file(self, op: str, path: Path, header: Header,
+                      st: os.stat_result | None = None, **fields: Any) -> None:  # fmt: skip
+        """One record about a file; `st` is its fstat when the caller holds it
+        open (a stat by path may already see the daemon's work)."""
+        if st is None:
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # the daemon may already have removed it
+                st = None
         self._journal(
-            op, path.name, inode=ino, size=size, reason=header.reason.label,
-            tokens=header.tokens, hits=header.hits, **fields,
+            op, path.name, inode=st.st_ino if st else None, size=st.st_size if st else None,
+            reason=header.reason.label, tokens=header.tokens, hits=header.hits, **fields,
         )  # fmt: skip
+
+    # -- prefix relations (for checkers) ------------------------------------
+
+    _TEXT_CAP = 32 * MiB  # recent texts kept; the cache holds far fewer bytes of text
+
+    def _remember(self, sha: str, text: bytes) -> None:
+        if sha in self._texts:
+            self._texts.move_to_end(sha)
+            return
+        self._texts[sha] = text
+        self._text_bytes += len(text)
+        while self._text_bytes > self._TEXT_CAP and len(self._texts) > 1:
+            _, old = self._texts.popitem(last=False)
+            self._text_bytes -= len(old)
+
+    def _relations(self, sha: str, text: bytes) -> dict[str, list[str]]:
+        """Known texts that `text` strictly extends, and that strictly extend it."""
+        extends, extended_by = [], []
+        for other, t in self._texts.items():
+            if len(t) < len(text) and text.startswith(t):
+                extends.append(other)
+            elif len(t) > len(text) and t.startswith(text):
+                extended_by.append(other)
+        self._remember(sha, text)
+        return {"extends": sorted(extends), "extended_by": sorted(extended_by)}
+
+    def _journal_store(self, path: Path, header: Header, text: bytes, st: os.stat_result,
+                       *, over: int | None, at: float, tmp: str) -> None:  # fmt: skip
+        """The store record: the new inode (fstat before the rename), the inode
+        the rename replaced (None: the name was free), the time just before
+        the rename, the header facts compatibility depends on, and the prefix
+        relations with other known texts."""
+        rel = self._relations(path.name[:40], text) if self.track_prefixes else {}
+        self._journal_file(
+            "store", path, header, st, tmp=tmp, over=over, at=at,
+            text_bytes=header.text_bytes, ctx_size=header.ctx_size, model_id=header.model_id,
+            quant_bits=header.quant_bits, abi=header.abi, **rel,
+        )  # fmt: skip
+
+    def _rename_into_place(self, tmp: Path, path: Path) -> tuple[int | None, float]:
+        """rename(tmp, path); returns the inode the name held just before, and when."""
+        try:
+            over: int | None = os.lstat(path).st_ino
+        except FileNotFoundError:
+            over = None
+        at = self.clock()
+        os.rename(tmp, path)  # replaces any older file of that name
+        return over, at
 
     # -- reading the directory the way the engine does ----------------------
 
+    @staticmethod
+    def _read_regular(path: Path, text: bool = False) -> bytes | None:
+        """The first 52 bytes (and the text after them, with `text`) of a
+        regular file, following symlinks as fopen does; None for anything
+        else (a FIFO named like a snapshot must not block the emulator)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            raw = os.pread(fd, PREFIX_BYTES, 0)
+            if not text or len(raw) < PREFIX_BYTES:
+                return raw
+            (text_bytes,) = struct.unpack_from("<I", raw, 48)
+            return raw + os.pread(fd, text_bytes, PREFIX_BYTES)
+        finally:
+            os.close(fd)
+
     def read_header(self, path: Path) -> Header | None:
         """The header as this engine generation reads it, or None if it ignores the file."""
-        try:
-            with open(path, "rb") as fp:
-                raw = fp.read(PREFIX_BYTES)
-        except (FileNotFoundError, IsADirectoryError):
-            return None
-        return self.parse_header(raw)
+        raw = self._read_regular(path)
+        return None if raw is None else self.parse_header(raw)
 
     def parse_header(self, raw: bytes) -> Header | None:
         """`raw` (the first 52 bytes) as this engine generation reads it, or None."""
@@ -286,15 +372,11 @@ class Engine:
 
     def read_text(self, path: Path) -> bytes | None:
         """The rendered text stored in a snapshot, or None when unreadable."""
-        try:
-            with open(path, "rb") as fp:
-                raw = fp.read(PREFIX_BYTES)
-                if len(raw) < PREFIX_BYTES:
-                    return None
-                (text_bytes,) = struct.unpack_from("<I", raw, 48)
-                text = fp.read(text_bytes)
-        except FileNotFoundError:
+        raw = self._read_regular(path, text=True)
+        if raw is None or len(raw) < PREFIX_BYTES:
             return None
+        (text_bytes,) = struct.unpack_from("<I", raw, 48)
+        text = raw[PREFIX_BYTES:]
         return text if len(text) == text_bytes else None
 
     # -- eviction -----------------------------------------------------------
@@ -501,14 +583,16 @@ class Engine:
             self._write_body(fd, header, text, trailer)
             if self.fsync:
                 os.fsync(fd)
+            st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)  # the engine removes its temp on a failed write
             raise
         os.close(fd)
-        os.rename(tmp, path)  # replaces any older file of that name
-        self._journal_file("store", path, header, tmp=tmp.name)
+        over, at = self._rename_into_place(tmp, path)
+        self.written.add(path.name)
+        self._journal_store(path, header, text, st, over=over, at=at, tmp=tmp.name)
         if self.variant == "legacy" and self.budget_bytes is not None:
             # Older engines evict after the rename, sparing the new file.
             self.evict_to(self.budget_bytes, protect=path.name)
@@ -570,11 +654,13 @@ class Engine:
             self._write_body(fd, header, text, b"", stop_at=header.min_file_size // 2)
             yield tmp
             self._write_body(fd, header, text, b"")
+            st = os.fstat(fd)
         finally:
             os.close(fd)
         path = self.directory / f"{sha}.kv"
-        os.rename(tmp, path)
-        self._journal_file("store", path, header, tmp=tmp.name)
+        over, at = self._rename_into_place(tmp, path)
+        self.written.add(path.name)
+        self._journal_store(path, header, text, st, over=over, at=at, tmp=tmp.name)
 
     def crash(
         self,
@@ -678,9 +764,10 @@ class Engine:
                 return None
             new = old.touched(self.now())
             self._rewrite_header(fd, new)
+            st = os.fstat(fd)
         finally:
             os.close(fd)
-        self._journal_file("touch", path, new)
+        self._journal_file("touch", path, new, st)
         return new
 
     def rewrite_trailer(self, name: str, trailer: bytes) -> Header | None:
@@ -707,9 +794,10 @@ class Engine:
                 old, ext_flags=old.ext_flags | EXT_TOOL_MAP, last_used=self.now()
             )
             self._rewrite_header(fd, new)
+            st = os.fstat(fd)
         finally:
             os.close(fd)
-        self._journal_file("trailer", path, new, trailer_bytes=len(trailer))
+        self._journal_file("trailer", path, new, st, trailer_bytes=len(trailer))
         return new
 
     # -- lookups ------------------------------------------------------------
@@ -811,17 +899,26 @@ _WORDS = _WORD_TEXT.split()
 _TOOLS = ("ls", "read_file", "grep", "run_tests", "apply_patch", "web_search")
 
 
+_PIECES = [(" " + w).encode() for w in _WORDS]
+_CAPITALIZED = [(" " + w.capitalize()).encode() for w in _WORDS]
+_MARKS = (b".", b".", b"?", b"!", b".\n\n")
+
+
 def _word_pieces(rng: random.Random, n: int) -> list[bytes]:
     """`n` tokens of prose, one word or mark per token (about 4-5 bytes a token)."""
+    # The hot loop of every workload: `seq[rng._randbelow(len(seq))]` is what
+    # rng.choice(seq) does, so the texts are those of the plain version.
     out: list[bytes] = []
+    append, rand, below = out.append, rng.random, rng._randbelow  # type: ignore[attr-defined]
+    words = len(_WORDS)
     capital = True
     for _ in range(n):
-        if not capital and rng.random() < 0.08:
-            out.append(rng.choice((b".", b".", b"?", b"!", b".\n\n")))
+        if not capital and rand() < 0.08:
+            append(_MARKS[below(5)])
             capital = True
             continue
-        word = rng.choice(_WORDS)
-        out.append((" " + (word.capitalize() if capital else word)).encode())
+        i = below(words)
+        append(_CAPITALIZED[i] if capital else _PIECES[i])
         capital = False
     return out
 
@@ -987,13 +1084,18 @@ def ktm_trailer(rng: random.Random, entries: int = 2) -> bytes:
 class Server:
     """ds4-server's use of the store: one live session, saves at the spec's moments."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, ctx_size: int = 32768, quant_bits: int = 2) -> None:
         self.engine = engine
         self.live: list[bytes] | None = None  # token pieces of the live session
         self.continued_last = 0  # continued_last_store_tokens
         self.stats: Counter[str] = Counter()
+        # The server's --ctx and quantization: they may change across restarts.
+        self.ctx_size = ctx_size
+        self.quant_bits = quant_bits
 
     def _store(self, pieces: Sequence[bytes], tokens: int, reason: Reason, **kw: Any) -> None:
+        kw.setdefault("ctx_size", self.ctx_size)
+        kw.setdefault("quant_bits", self.quant_bits)
         try:
             self.engine.store(b"".join(pieces[:tokens]), tokens, reason, **kw)
             self.stats[f"store_{reason.label}"] += 1
@@ -1023,7 +1125,8 @@ class Server:
             reused = len(self.live)  # continues in memory, no disk lookup
         else:
             self.save_live(Reason.EVICT)  # an unrelated request replaces the live session
-            hit = self.engine.lookup(b"".join(prompt))
+            hit = self.engine.lookup(b"".join(prompt), ctx_size=self.ctx_size,
+                                     quant_bits=self.quant_bits)  # fmt: skip
             reused = hit.tokens if hit else 0
             self.continued_last = reused
             self.stats["hit" if hit else "miss"] += 1
@@ -1245,8 +1348,11 @@ class Workload:
                 self.counts["skipped"] += 1
 
     def op_replace(self) -> None:
-        """Same-name replacement: new inode (other ctx_size), by unlink or rename."""
-        existing = self.engine.entries()
+        """Same-name replacement: new inode (other ctx_size), by unlink or rename.
+
+        Only of a file this server stored: it can only render its own texts
+        again (another tool's file of a valid format is never replaced)."""
+        existing = [e for e in self.engine.entries() if e.name in self.engine.written]
         if existing:
             victim = self.rng.choice(existing)
             # The file may vanish under us (the daemon, or our own eviction).
@@ -1264,11 +1370,18 @@ class Workload:
         self.engine.crash(conv.text(n), n, Reason.COLD, pid=self._dead_pid,
                           fraction=self.rng.random())  # fmt: skip
         self.server.live, self.server.continued_last = None, 0  # the live state died
-        self.engine.startup()
+        self._restart()
 
     def op_shutdown(self) -> None:
         """A clean exit saving the live session as `shutdown`, then a restart."""
         self.server.save_live(Reason.SHUTDOWN)
+        self._restart()
+
+    def _restart(self) -> None:
+        """The server comes back, maybe with another context size or quantization
+        (so older files may be ones the new files cannot stand in for)."""
+        self.server.ctx_size = self.rng.choice((16384, 32768, 32768, 65536))
+        self.server.quant_bits = self.rng.choice((2, 2, 4))
         self.engine.startup()
 
 

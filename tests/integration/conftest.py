@@ -33,14 +33,16 @@ Record = dict[str, Any]
 class DaemonProcess:
     """`python -m kvgroomd run` on a directory, with its log lines collected."""
 
-    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config_path: Path, env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:  # fmt: skip
+        """`prefix`: a command to run it under (e.g. setpriv, to drop privileges)."""
         self.config_path = config_path
         self.records: list[Record] = []
         self.stderr = ""
         self._cond = threading.Condition()
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kvgroomd", "run", "--config", str(config_path)],
+            [*prefix, sys.executable, "-m", "kvgroomd", "run", "--config", str(config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, text=True,
         )  # fmt: skip
         self._readers = [
@@ -129,9 +131,9 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     started: list[DaemonProcess] = []
 
     def start(env: dict[str, str] | None = None, wait_ready: bool = True,
-              **config: Any) -> DaemonProcess:  # fmt: skip
+              prefix: tuple[str, ...] = (), **config: Any) -> DaemonProcess:  # fmt: skip
         cfg = write_config(tmp_path / f"kvgroomd-{len(started)}.yaml", **config)
-        d = DaemonProcess(cfg, env)
+        d = DaemonProcess(cfg, env, prefix)
         started.append(d)
         if wait_ready:
             d.wait_for("daemon.ready", timeout=30)

@@ -416,3 +416,39 @@ def test_cli_workload_stops_by_itself_and_leaves_only_engine_names(
     assert sum(p.stat().st_size for p in snapshots) <= budget + MiB
     ops = {r["op"] for r in read_journal(journal)}
     assert {"store", "unlink", "hit"} <= ops
+
+
+def test_store_records_name_the_inodes_and_the_prefix_relations(tmp_path: Path) -> None:
+    """A journaled store names the inode it created and the one it replaced, and
+    which known texts it strictly extends or is a strict prefix of."""
+    cache, journal = tmp_path / "cache", tmp_path / "journal.jsonl"
+    engine = Engine(cache, journal=journal)
+    conv = conversation(31, 3000)
+    short, long_ = conv.text(1000), conv.text(2000)
+    first = engine.store(long_, 2000, Reason.CONTINUED)
+    second = engine.store(short, 1000, Reason.CONTINUED)  # out of order: the shorter lands last
+    old_ino = first.stat().st_ino
+    again = engine.replace(first.name, via="rename", ctx_size=16384)
+    stores = [r for r in read_journal(journal) if r["op"] == "store"]
+    assert [r["inode"] for r in stores] == [
+        old_ino, second.stat().st_ino, again.stat().st_ino
+    ]  # fmt: skip
+    assert [r["over"] for r in stores] == [None, None, old_ino]
+    assert stores[1]["extended_by"] == [first.name[:40]] and stores[1]["extends"] == []
+    assert stores[2]["extends"] == [second.name[:40]] and stores[2]["ctx_size"] == 16384
+    assert all(r["at"] <= r["time"] for r in stores)
+    # A second engine on the same directory knows the texts already on disk.
+    later = Engine(cache, journal=journal).store(conv.text(2500), 2500, Reason.COLD)
+    last = read_journal(journal)[-1]
+    assert last["name"] == later.name
+    assert last["extends"] == sorted([first.name[:40], second.name[:40]])
+
+
+def test_fifo_and_directory_named_like_snapshots_are_not_entries(tmp_path: Path) -> None:
+    """A FIFO or directory named `<sha>.kv` is no entry, and reading it never blocks."""
+    os.mkfifo(tmp_path / f"{'a' * 40}.kv")
+    (tmp_path / f"{'b' * 40}.kv").mkdir()
+    engine = Engine(tmp_path, budget_bytes=10 * MiB, journal=tmp_path / "j.jsonl")
+    path = small(engine, b"x" * 600, 600, Reason.COLD)
+    assert [e.name for e in engine.entries()] == [path.name]
+    assert engine.startup() == []

@@ -35,11 +35,13 @@ class TestApply:
     def test_unlinks_and_logs_once(self, fixtures_dir, tmp_path):
         """A matching file is unlinked and one snapshot.unlinked line reports it."""
         shutil.copyfile(fixtures_dir / COLD, tmp_path / COLD)
+        ino = (tmp_path / COLD).stat().st_ino
         result, logs = _apply(tmp_path, _decision(tmp_path))
         assert result is Result.UNLINKED
         assert not (tmp_path / COLD).exists()
         assert [r["event"] for r in logs] == ["snapshot.unlinked"]
         assert logs[0]["dir_bytes"] == 100_000 - 29160
+        assert logs[0]["inode"] == ino
         assert logs[0]["cause"] == "budget" and logs[0]["budget"] == 1
         assert list(tmp_path.iterdir()) == []
 
