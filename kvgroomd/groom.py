@@ -158,6 +158,10 @@ class Groomer:
         freed = 0
         context.setdefault("budget", self.config.budget)
         for d in decisions:
+            # Each unlink is whole (compare-and-delete), so stopping between
+            # two is clean; a budget cut can mean thousands of them.
+            if self.should_stop():
+                raise Stopped
             usage = self.index.total_bytes
             if d.cause is Cause.ORPHAN_TEMP:  # temp files are not in the index or budget
                 usage += d.seen.size
