@@ -16,6 +16,9 @@ Points of the start-up pass:
 - evict: supersession off, budget half the directory: after the k-th
          `snapshot.unlinked` line (`--evict-after`), i.e. mid-eviction.
 
+`--shared-head` gives every text the same first 64+ bytes (one system
+prompt), the worst case for the supersession sweep's bucketing.
+
     .venv/bin/python bench/sigterm_scan.py [--files 100000]
 """
 
@@ -38,14 +41,22 @@ from kvgroomd.snapshot import Header, Reason
 
 PAYLOAD = 4096  # sparse: apparent size counts against the budget, disk does not
 TARGET_S = 2.0  # the issue's promise: SIGTERM -> exit within 2 s
+STOP_LIMIT_S = 60.0  # after this long, kill -9 and report the failure
 
 
-def make_files(directory: Path, n: int) -> int:
-    """n valid `cold` snapshots with distinct texts; returns their total size."""
+SHARED_HEAD = b"<|begin_of_sentence|>You are a helpful assistant. Answer briefly and cite. "
+
+
+def make_files(directory: Path, n: int, *, shared_head: bool = False) -> int:
+    """n valid `cold` snapshots with distinct texts; returns their total size.
+    `shared_head`: every text starts with the same system prompt, as in one
+    application's traffic (one supersession bucket for all)."""
     now = int(time.time()) - 3600  # older than protect_new: evictable
     total = 0
     for i in range(n):
         text = b"%08d system prompt and a conversation " % i * 3
+        if shared_head:
+            text = SHARED_HEAD + text
         h = Header(quant_bits=2, reason=Reason.COLD, ext_flags=0, model_id=0,
                    tokens=600 + i % 1000, hits=i % 3, ctx_size=65536, abi=2,
                    created_at=now, last_used=now, payload_bytes=PAYLOAD,
@@ -94,7 +105,11 @@ def run_once(directory: Path, *, budget: int | None, supersede: bool,
     time.sleep(delay)
     t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
-    p.wait(60)
+    try:
+        p.wait(STOP_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        p.kill()  # report it rather than wait for the pass to end
+        p.wait()
     took = time.monotonic() - t0
     reader.join()
     assert p.stderr is not None
@@ -117,11 +132,12 @@ def main() -> int:
     ap.add_argument("--read-delay", type=float, default=2.0)
     ap.add_argument("--sweep-delay", type=float, default=90.0)
     ap.add_argument("--evict-after", default="1,5000", help="k-th unlink to signal after")
+    ap.add_argument("--shared-head", action="store_true", help="one text head for all")
     args = ap.parse_args()
     runs: list[tuple[str, dict[str, object]]] = [
         ("read", {"delay": args.read_delay}),
         ("sweep", {"delay": args.sweep_delay}),
-        *[("evict", {"after_unlinks": int(k)}) for k in args.evict_after.split(",")],
+        *[("evict", {"after_unlinks": int(k)}) for k in args.evict_after.split(",") if k],
     ]
     worst = 0.0
     with tempfile.TemporaryDirectory(prefix="kvgroomd-bench-") as tmp:
@@ -131,7 +147,7 @@ def main() -> int:
             t = time.monotonic()
             if not d.exists():
                 d.mkdir()
-                total = make_files(d, args.files)
+                total = make_files(d, args.files, shared_head=args.shared_head)
             made = time.monotonic() - t
             r = run_once(d, budget=total // 2 if phase == "evict" else None,
                          supersede=phase != "evict", **when)  # type: ignore[arg-type]
@@ -139,6 +155,7 @@ def main() -> int:
                 shutil.rmtree(d)
             worst = max(worst, float(r["stop_s"]))  # type: ignore[arg-type]
             print(json.dumps({"phase": phase, **when, "files": args.files,
+                              "shared_head": args.shared_head,
                               "create_s": round(made, 1), **r}), flush=True)  # fmt: skip
     print(json.dumps({"worst_stop_s": worst, "target_s": TARGET_S, "ok": worst <= TARGET_S}))
     return 0 if worst <= TARGET_S else 1
