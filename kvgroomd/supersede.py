@@ -113,7 +113,7 @@ def sweep_plan(
     """For a full pass: each snapshot that has candidates, longest text first,
     with the names of its candidates, computed before anything is unlinked.
 
-    `tick` is called every few hundred rows: a bucket of many texts with the
+    `tick` is called every 64 rows: a bucket of many texts with the
     same head costs a scan per row, and the daemon must still be able to stop
     (it raises from `tick`) and feed systemd's watchdog meanwhile.
 
@@ -140,7 +140,7 @@ def sweep_plan(
         sub = cols[pool]
         for r in group:
             done += 1
-            if done % 256 == 0:
+            if done % 64 == 0:  # a row can cost ~ms: keep a stop well under 2 s
                 tick()
             mask = _candidate_mask(sub, cols[r], strict_quant=strict_quant)
             if mask.any():

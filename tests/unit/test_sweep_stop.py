@@ -24,10 +24,10 @@ def same_head_index(n: int) -> Index:
 
 
 def test_tick_is_called_while_one_bucket_is_planned() -> None:
-    """sweep_plan calls `tick` once per 256 rows, also inside a single bucket."""
+    """sweep_plan calls `tick` once per 64 rows, also inside a single bucket."""
     calls = []
     sweep_plan(same_head_index(600), strict_quant=False, tick=lambda: calls.append(1))
-    assert len(calls) == 600 // 256
+    assert len(calls) == 600 // 64
 
 
 def test_an_exception_from_tick_ends_the_plan() -> None:
