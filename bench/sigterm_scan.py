@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from kvgroomd.snapshot import Header, Reason
@@ -103,7 +104,7 @@ def run_once(directory: Path, *, budget: int | None, supersede: bool,
     if after_unlinks:
         enough.wait(3600)
     time.sleep(delay)
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     p.send_signal(signal.SIGTERM)
     try:
         p.wait(STOP_LIMIT_S)
@@ -117,8 +118,13 @@ def run_once(directory: Path, *, budget: int | None, supersede: bool,
     after = set(os.listdir(directory))
     unlinked = {Path(str(e["path"])).name for e in events if e["event"] == "snapshot.unlinked"}
     held = [n for n in after if n.startswith(".kvgroomd-unlinking.")]
+    at = {e["event"]: datetime.fromisoformat(str(e["timestamp"])).timestamp() for e in events}
     return {
         "exit": p.returncode, "stop_s": round(took, 3),
+        # split: until the pass noticed (daemon.stopping), then the shutdown
+        "noticed_s": round(at["daemon.stopping"] - wall0, 3) if "daemon.stopping" in at else None,
+        "shutdown_s": (round(at["daemon.stopped"] - at["daemon.stopping"], 3)
+                       if "daemon.stopping" in at and "daemon.stopped" in at else None),
         "ready_before_stop": any(e["event"] == "daemon.ready" for e in events),
         "unlinked": len(unlinked), "missing": len(before - after),
         "clean": (not held and unlinked == before - after and not err
