@@ -119,7 +119,8 @@ class Groomer:
         """Apply the supersession rule across everything indexed (out-of-order
         arrivals, files that landed while we were not watching)."""
         covered: dict[str, bool] = dict.fromkeys(self.index.names, False)
-        plan = sweep_plan(self.index, strict_quant=self.config.reject_different_quant)
+        plan = sweep_plan(self.index, strict_quant=self.config.reject_different_quant,
+                          tick=self._check_stop)  # fmt: skip
         for i, (name, candidate_names) in enumerate(plan):
             if i % 64 == 0 and self.should_stop():
                 raise Stopped
@@ -145,6 +146,10 @@ class Groomer:
         decisions = cleanup_plan(temps, self.index, now, orphans=c.orphan_temps,
                                  orphan_age=c.orphan_temp_age, stale=c.stale_format)  # fmt: skip
         self.execute(decisions)
+
+    def _check_stop(self) -> None:
+        if self.should_stop():
+            raise Stopped
 
     def enforce_budget(self, now: float) -> None:
         """Evict by policy when usage is over the budget."""
@@ -173,6 +178,10 @@ class Groomer:
         freed = 0
         context.setdefault("budget", self.config.budget)
         for d in decisions:
+            # Each unlink is whole (compare-and-delete), so stopping between
+            # two is clean; a budget cut can mean thousands of them.
+            if self.should_stop():
+                raise Stopped
             usage = self.index.total_bytes
             if d.cause is Cause.ORPHAN_TEMP:  # temp files are not in the index or budget
                 usage += d.seen.size

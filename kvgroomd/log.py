@@ -19,10 +19,12 @@ RELOADED = "daemon.reloaded"
 RELOAD_FAILED = "daemon.reload_failed"
 STOPPING = "daemon.stopping"
 STOPPED = "daemon.stopped"
+FAILED = "daemon.failed"  # an unexpected error: exits 1
 DIR_MISSING = "daemon.cache_dir_missing"
 DIR_ERROR = "daemon.cache_dir_error"
 OBSERVER_DIED = "observer.died"
 OBSERVER_RESTARTED = "observer.restarted"
+OBSERVER_START_FAILED = "observer.start_failed"
 EVENTS_LOST = "observer.events_lost"
 # Snapshots
 ADDED = "snapshot.added"

@@ -2,6 +2,10 @@
 
 Shell. Silent when not run by systemd. An abstract socket name is given with a
 leading '@', which stands for the NUL byte the kernel expects.
+
+Sends are bounded by a timeout: an AF_UNIX datagram send blocks while the
+receiver's queue is full (net.unix.max_dgram_qlen, often 10), and a stuck
+manager must not turn SIGTERM into a hang. A send that times out is dropped.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import os
 import socket
 import time
+
+SEND_TIMEOUT_S = 0.5  # longest a notification may hold up the work loop
 
 
 class Notifier:
@@ -40,10 +46,11 @@ class Notifier:
             return False
         if self._sock is None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.settimeout(SEND_TIMEOUT_S)
         try:
             self._sock.sendto("\n".join(fields).encode(), self.address)
-        except OSError:
-            return False  # systemd gone (stopping): nothing useful to do
+        except OSError:  # incl. TimeoutError
+            return False  # systemd gone (stopping) or stuck: nothing useful to do
         return True
 
     def ready(self, status: str) -> None:
@@ -57,6 +64,11 @@ class Notifier:
     def watchdog(self) -> None:
         """Tell the service manager the work loop is alive."""
         self.send("WATCHDOG=1")
+
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask for `seconds` more before the start-up (or stop) timeout fires:
+        a long start-up scan that makes progress is not a failed start."""
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
 
     def reloading(self) -> None:
         """Start of a reload (systemd 253+ wants MONOTONIC_USEC with it)."""

@@ -10,7 +10,7 @@ diverged, so the session's shorter continued files are the prefixes that serve.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,9 +107,15 @@ def judge(
     return Verdict(True, tuple(c.name for c in covered), superseded)
 
 
-def sweep_plan(index: Index, *, strict_quant: bool) -> list[tuple[str, tuple[str, ...]]]:
+def sweep_plan(
+    index: Index, *, strict_quant: bool, tick: Callable[[], None] = lambda: None
+) -> list[tuple[str, tuple[str, ...]]]:
     """For a full pass: each snapshot that has candidates, longest text first,
     with the names of its candidates, computed before anything is unlinked.
+
+    `tick` is called every 64 rows: a bucket of many texts with the
+    same head costs a scan per row, and the daemon must still be able to stop
+    (it raises from `tick`) and feed systemd's watchdog meanwhile.
 
     Works bucket by bucket (same text head), so 100,000 unrelated snapshots
     cost one sort, not 100,000 scans of the index. Longest first: a continued
@@ -124,6 +130,7 @@ def sweep_plan(index: Index, *, strict_quant: bool) -> list[tuple[str, tuple[str
     order = np.argsort(heads, kind="stable")
     rows, heads = chain[order], heads[order]
     plan: list[tuple[int, str, tuple[str, ...]]] = []
+    done = 0
     for group in np.split(rows, np.flatnonzero(np.diff(heads)) + 1):
         if len(group) == 0:
             continue
@@ -132,6 +139,9 @@ def sweep_plan(index: Index, *, strict_quant: bool) -> list[tuple[str, tuple[str
             continue
         sub = cols[pool]
         for r in group:
+            done += 1
+            if done % 64 == 0:  # a row can cost ~ms: keep a stop well under 2 s
+                tick()
             mask = _candidate_mask(sub, cols[r], strict_quant=strict_quant)
             if mask.any():
                 found = tuple(names[int(p)] for p in pool[mask])

@@ -15,16 +15,20 @@ in-place write that is never closed is caught by the periodic reconcile).
 
 watchdog limits (7.x): on IN_Q_OVERFLOW it only logs a warning and drops its
 pending move pairs, so we listen for that log record and ask for a rescan.
-An exception inside a handler ends the observer thread for good; the daemon
-checks `alive()` on every wake-up and restarts it.
+An exception inside a handler ends the observer thread for good: our observer
+catches it on the way out and enqueues `ObserverDied`, so the daemon learns at
+once (and logs why); it also polls `alive()`, which catches the emitter or the
+inotify reader thread dying, where no such hook exists.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,11 +81,19 @@ class DirGone:
 
 
 @dataclass(frozen=True, slots=True)
+class ObserverDied:
+    """The observer thread ended on an exception: events are no longer seen."""
+
+    error: str  # "RuntimeError: ..."
+    trace: str  # the formatted traceback, for the log
+
+
+@dataclass(frozen=True, slots=True)
 class Wake:
     """Nothing happened on disk; the daemon should look at its flags."""
 
 
-Event = Landed | Gone | Lost | DirGone | Wake
+Event = Landed | Gone | Lost | DirGone | ObserverDied | Wake
 EventQueue = queue.SimpleQueue[Event]  # put() is reentrant: safe from signal handlers
 
 _OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
@@ -137,38 +149,84 @@ class _OverflowListener(logging.Handler):
             self.out.put(Lost("inotify queue overflow"))
 
 
+class _Observer(InotifyObserver):
+    """An InotifyObserver that reports its own death on the daemon's queue.
+
+    watchdog lets a handler's exception end the thread (threading.excepthook
+    prints it to stderr, outside the JSON log); we turn it into an event.
+    """
+
+    def __init__(self, out: EventQueue) -> None:
+        super().__init__()
+        self.out = out
+        # Set before the event is queued, so whoever reads the event also sees
+        # this observer as dead, and a late event from an old observer cannot
+        # make a healthy successor look dead.
+        self.failure: ObserverDied | None = None
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as e:  # any handler error would end the thread anyway
+            self.failure = ObserverDied(f"{type(e).__name__}: {e}", traceback.format_exc())
+            self.out.put(self.failure)
+
+
 class Watcher:
     """One inotify observer on the cache directory, restartable."""
 
     def __init__(self, directory: Path, out: EventQueue) -> None:
         self.directory = directory
         self.out = out
-        self._observer: InotifyObserver | None = None
+        self._observer: _Observer | None = None
         self._listener = _OverflowListener(out)
         logging.getLogger(_OVERFLOW_LOGGER).addHandler(self._listener)
 
     def start(self) -> None:
         """Start watching (raises OSError when the directory is not there)."""
-        observer = InotifyObserver()
-        observer.schedule(_Handler(self.directory, self.out), str(self.directory), recursive=False)
-        observer.daemon = True
-        observer.start()
+        observer = _Observer(self.out)  # starts its inotify reader thread already
+        try:
+            observer.schedule(_Handler(self.directory, self.out), str(self.directory),
+                              recursive=False)  # fmt: skip
+            observer.daemon = True
+            observer.start()
+        except BaseException:
+            # Without this, every failed attempt (a missing directory is retried
+            # each second) leaked the reader thread, an inotify fd and a pipe.
+            _halt(observer)
+            raise
         self._observer = observer
 
     def alive(self) -> bool:
-        """False once the observer thread or its emitter died."""
+        """False once the observer thread, its emitter or its inotify reader died."""
         o = self._observer
-        return o is not None and o.is_alive() and all(e.is_alive() for e in o.emitters)
+        if o is None or o.failure is not None or not o.is_alive():
+            return False
+        if not all(e.is_alive() for e in o.emitters):
+            return False
+        reader = getattr(o, "_inotify_fd", None)  # watchdog 7.1+: a thread of its own
+        return not (reader is not None and hasattr(reader, "is_alive") and not reader.is_alive())
+
+    @property
+    def failure(self) -> ObserverDied | None:
+        """Why the current observer died, when a handler raised."""
+        return self._observer.failure if self._observer is not None else None
 
     def stop(self) -> None:
         """Stop and join the observer thread (idempotent)."""
         o, self._observer = self._observer, None
         if o is not None:
-            o.stop()
-            if o.is_alive() or o.ident is not None:
-                o.join(timeout=2)
+            _halt(o)
 
     def close(self) -> None:
         """Stop and detach from watchdog's logger."""
         self.stop()
         logging.getLogger(_OVERFLOW_LOGGER).removeHandler(self._listener)
+
+
+def _halt(o: InotifyObserver) -> None:
+    """Stop an observer whether it ran, died or never started; join briefly."""
+    with contextlib.suppress(Exception):  # a half-dead observer may trip here; it is gone anyway
+        o.stop()  # also stops its emitters and the inotify reader
+    if o.ident is not None:
+        o.join(timeout=1)
