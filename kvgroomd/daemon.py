@@ -68,6 +68,7 @@ class Daemon:
         self._failures: collections.deque[float] = collections.deque()
         self._watching = False
         self._waiting = False  # the cache dir is missing: a healthy, idle state
+        self._ready_logged = False
         self._scanned = False  # the first full scan (quiet, recovers held files) is done
         self._starting = False
         self._next_reconcile = 0.0
@@ -143,11 +144,18 @@ class Daemon:
         self._refresh_metrics()
         self.notifier.ready(self._status())
         self._last_status = self._status()
-        g = self.groomer
-        self.log.info(events.READY, snapshots=len(g.index), dir_bytes=g.index.total_bytes,
-                      invalid=len(g.invalid), budget=self.config.budget,
-                      waiting_for_dir=self._waiting)  # fmt: skip
+        if not self._waiting:
+            self._log_ready()
         return True
+
+    def _log_ready(self) -> None:
+        """daemon.ready: the first scan and grooming are done and we watch. With
+        a missing directory systemd hears READY=1 ("waiting") at once, so the
+        start does not time out, but this line waits for the directory."""
+        g = self.groomer
+        self._ready_logged = True
+        self.log.info(events.READY, snapshots=len(g.index), dir_bytes=g.index.total_bytes,
+                      invalid=len(g.invalid), budget=self.config.budget)  # fmt: skip
 
     def _begin_watching(self, now: float) -> bool:
         """Try to start the observer. A missing directory means waiting; any
@@ -282,6 +290,8 @@ class Daemon:
         self.log.info(events.OBSERVER_RESTARTED, cache_dir=str(self.config.cache_dir),
                       after=after)  # fmt: skip
         self._reconcile()  # what happened while nobody watched
+        if not self._ready_logged:
+            self._log_ready()
         return True
 
     def _reconcile(self) -> None:
