@@ -36,7 +36,6 @@ from kvgroomd.supersede import (
     judge,
     prefixes_of,
     sweep_pairs,
-    tail_matches,
 )
 from kvgroomd.index import TAIL_KNOWN
 from kvgroomd.prefix import tail_of
@@ -452,15 +451,15 @@ class Groomer:
     def _supersede_by(self, new: Snapshot, now: float) -> tuple[str, ...]:
         """Check `new` against its candidates; unlink what it supersedes.
         Returns the names its text covers (strictly extends)."""
-        strict = self.config.reject_different_quant
-        rows = candidate_rows(self.index, new, strict_quant=strict)
-        if not len(rows):
+        if new.header.reason not in CHAIN_REASONS:
             return ()
         text = read_text(self.directory, new)
         if text is None:
             return ()  # changed or gone under us; its own event follows
-        # Only candidates whose last bytes sit at their length in `text`.
-        rows = rows[tail_matches(self.index.columns(), rows, text)]
+        # Candidates by prefix keys, conditions and last bytes: rarely more
+        # than the true prefixes, whatever the index holds.
+        rows = candidate_rows(self.index, new, strict_quant=self.config.reject_different_quant,
+                              text=text)  # fmt: skip
         candidates = [self.index.at(int(r)) for r in rows]
         return self._supersede_with(new, candidates, now, text=text)
 

@@ -20,15 +20,18 @@ import numpy.typing as npt
 
 from kvgroomd.decision import Cause, Decision
 from kvgroomd.index import BKEY_KNOWN, SHORT_HEAD, TAIL_KNOWN, Columns, Index, Snapshot, decide
-from kvgroomd.prefix import TAIL_BYTES, tail_of, windows
-from kvgroomd.snapshot import ABI_CURRENT, Header, Reason, prefix_digests
+from kvgroomd.prefix import FIRST_READ, TAIL_BYTES, tail_of, text_keys, windows
+from kvgroomd.snapshot import ABI_CURRENT, PREFIX_BYTES, Header, Reason, prefix_digests
 
 TRIGGERS = frozenset({Reason.COLD, Reason.CONTINUED})
+_AVAILABLE = FIRST_READ - PREFIX_BYTES  # text bytes the first read holds (the keys' scope)
 # Server-written reasons whose texts take part in prefix chains at all.
 CHAIN_REASONS = frozenset({Reason.COLD, Reason.CONTINUED, Reason.EVICT, Reason.SHUTDOWN})
 
 
 _CHAIN_CODES = [int(r) for r in CHAIN_REASONS]
+_IS_CHAIN = np.zeros(256, dtype=bool)  # reason code -> takes part in chains (no np.isin per event)
+_IS_CHAIN[_CHAIN_CODES] = True
 
 
 def can_stand_in(cols: Columns, new: Header, *, strict_quant: bool) -> npt.NDArray[np.bool_]:
@@ -59,7 +62,7 @@ def _candidate_mask(cols: Columns, new: np.void, *, strict_quant: bool) -> npt.N
     heads = cols["head"]
     return (
         (cols["text_bytes"] < new["text_bytes"])
-        & np.isin(cols["reason"], _CHAIN_CODES)
+        & _IS_CHAIN[cols["reason"]]
         & ((heads == new["head"]) | (heads == SHORT_HEAD))
         & _compatible(cols, int(new["model_id"]), int(new["ctx_size"]),
                       int(new["quant_bits"]), int(new["abi"]), strict_quant=strict_quant)
@@ -73,10 +76,25 @@ def candidate_rows(index: Index, new: Snapshot, *, strict_quant: bool,
     if new.header.reason not in CHAIN_REASONS or row is None:
         return np.zeros(0, dtype=np.intp)
     cols = index.columns()
-    rows = np.flatnonzero(_candidate_mask(cols, cols[row], strict_quant=strict_quant))
-    if text is not None and len(rows):
-        rows = rows[tail_matches(cols, rows, text)]
-    return rows
+    if text is None:
+        return np.flatnonzero(_candidate_mask(cols, cols[row], strict_quant=strict_quant))
+    # With the text: only rows whose bkey is one of its probes (prefix.py),
+    # found by one search over the whole index, then the other conditions
+    # and the tail on those few.
+    # A 4096-slot table of the probes' top 12 bits (keys are fmix64 outputs,
+    # so those bits are uniform) filters the column in two passes; rows put
+    # without a bkey hold 0, whose slot is always set, and pass.
+    probes = text_keys(text[:_AVAILABLE], len(text))[2]
+    table = np.zeros(1 << 12, dtype=bool)
+    table[(probes >> np.uint64(52)).astype(np.intp)] = True
+    table[0] = True
+    bkey = cols["bkey"]
+    rows = np.flatnonzero(table[(bkey >> np.uint64(52)).astype(np.intp)])
+    sub = cols[rows]
+    exact = np.isin(sub["bkey"], probes) | ((sub["flags"] & BKEY_KNOWN) == 0)
+    rows, sub = rows[exact], sub[exact]
+    rows = rows[_candidate_mask(sub, cols[row], strict_quant=strict_quant)]
+    return rows[tail_matches(cols, rows, text)]
 
 
 def tail_matches(cols: Columns, rows: npt.NDArray[np.intp], text: bytes) -> npt.NDArray[np.bool_]:
@@ -194,7 +212,7 @@ def sweep_plan(index: Index, *, strict_quant: bool, probes: Probes | None = None
                 for n, olds in sweep_pairs(index, probes, strict_quant=strict_quant)]  # fmt: skip
     cols = index.columns()
     names = index.names
-    chain = np.flatnonzero(np.isin(cols["reason"], _CHAIN_CODES))
+    chain = np.flatnonzero(_IS_CHAIN[cols["reason"]])
     heads = cols["head"][chain]
     short = chain[heads == SHORT_HEAD]
     order = np.argsort(heads, kind="stable")
@@ -225,7 +243,7 @@ def sweep_pairs(index: Index, probes: Probes, *,
     """`sweep_plan` with `probes`, as row numbers: (N row, its candidate rows),
     longest N first. Valid until the index changes."""
     cols = index.columns()
-    chain = np.isin(cols["reason"], _CHAIN_CODES)
+    chain = _IS_CHAIN[cols["reason"]]
     keyed = (cols["flags"] & BKEY_KNOWN) != 0
     # O side: chain rows by bkey, sorted; N side: the probes of chain rows.
     o_rows = np.flatnonzero(chain & keyed)
