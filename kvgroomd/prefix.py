@@ -65,11 +65,13 @@ def _fmix(h: U64) -> U64:
 
 
 def _block_hashes(blocks: npt.NDArray[np.uint64]) -> U64:
-    """One hash per block, from an (n, WORDS) array of little-endian words."""
+    """One value per block, from an (n, WORDS) array of little-endian words:
+    a sum with odd multipliers (the polynomial over blocks and `_finish`
+    mix it; this is the per-byte cost, so it stays minimal)."""
     h = blocks[:, 0] * _WORD_MUL[0]
     for i in range(1, WORDS):
         h += blocks[:, i] * _WORD_MUL[i]
-    return _fmix(h)
+    return h
 
 
 def _finish(prefix_sums: U64, depth: npt.NDArray[np.intp]) -> U64:
@@ -116,20 +118,23 @@ def windows(text: bytes) -> npt.NDArray[np.uint64] | None:
 
 
 def batch_keys(slots: npt.NDArray[np.uint8], text_at: int, text_bytes: npt.NDArray[np.int64],
-               available: npt.NDArray[np.int64]) -> tuple[U64, U64, npt.NDArray[np.intp], U64]:  # fmt: skip
+               available: npt.NDArray[np.int64], rows: npt.NDArray[np.intp] | None = None,
+               ) -> tuple[U64, U64, npt.NDArray[np.intp], U64]:  # fmt: skip
     """Keys of many texts at once, equal to `text_keys` of each.
 
-    `slots` is (n, width) bytes, one file's first read per row with the text
+    `slots` is (m, width) bytes, one file's first read per row with the text
     starting at byte `text_at` (a multiple of 8, so blocks are aligned words);
-    `available[i]` text bytes of row i are valid. Returns (head, bkey,
-    probe_rows, probe_keys): the probes as flat arrays, row i's keys for
-    depths 0..k_i in order.
+    the texts are `slots[rows]` (the first len(text_bytes) by default) and `available[i]`
+    text bytes of the i-th are valid. Returns (head, bkey, probe_rows,
+    probe_keys): the probes as flat arrays, text i's keys for depths 0..k_i
+    in order.
     """
-    n = len(slots)
+    n = len(text_bytes)
     k = (np.minimum(np.minimum(text_bytes, available), MAX_BLOCKS * BLOCK) // BLOCK).astype(np.intp)
     kmax = int(k.max()) if n else 0
     w0 = text_at // 8
-    words = slots.view("<u8")[:, w0 : w0 + kmax * WORDS].reshape(n, kmax, WORDS)
+    words = slots.view("<u8")[:, w0 : w0 + kmax * WORDS]  # a view: no copy of the buffer
+    words = (words[:n] if rows is None else words[rows]).reshape(n, kmax, WORDS)
     used = np.arange(kmax)[None, :] < k[:, None]  # (n, kmax): the blocks of each text
     bh = _block_hashes(words[used])  # row by row, in depth order
     depth = np.broadcast_to(np.arange(1, kmax + 1), (n, kmax))[used]

@@ -164,7 +164,12 @@ _HEADER = np.dtype(
 )  # fmt: skip
 assert _HEADER.itemsize == PREFIX_BYTES
 _NAME_SHA = SHA_FIELDS
-_CHAIN_CODES = [int(r) for r in (Reason.COLD, Reason.CONTINUED, Reason.EVICT, Reason.SHUTDOWN)]
+_CHAIN = np.zeros(256, dtype=bool)  # reason code -> takes part in prefix chains
+_CHAIN[[int(r) for r in (Reason.COLD, Reason.CONTINUED, Reason.EVICT, Reason.SHUTDOWN)]] = True
+_KNOWN_ABI = np.zeros(256, dtype=bool)
+_KNOWN_ABI[list(KNOWN_ABIS)] = True
+_QUANT = np.zeros(256, dtype=bool)
+_QUANT[list(QUANT_BITS)] = True
 
 
 @dataclass
@@ -200,7 +205,7 @@ def read_many(directory: Path, names: Sequence[str], *, batch: int = 2048,
             tick()
             chunk = names[start : start + len(buf)]
             got = _read_batch(dfd, chunk, views, invalid, gone)
-            parts.append(_parse_batch(buf, chunk, got, invalid))
+            parts.append(_parse_batch(buf, chunk, got, invalid, dfd))
     finally:
         os.close(dfd)
     rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=ROW)
@@ -217,25 +222,25 @@ def read_many(directory: Path, names: Sequence[str], *, batch: int = 2048,
 
 
 class _Got:
-    """One batch's reads: which slots hold a regular file's first bytes."""
+    """One batch's reads: for each regular file, its slot, bytes read and stat."""
 
     def __init__(self) -> None:
         self.slot: list[int] = []
         self.nread: list[int] = []
-        self.dev: list[int] = []
-        self.ino: list[int] = []
-        self.size: list[int] = []
-        self.mtime_ns: list[int] = []
-        self.tails: dict[int, bytes] = {}  # slot -> last text bytes, when past the first read
+        self.stat: list[os.stat_result] = []
 
 
 def _read_batch(dfd: int, chunk: Sequence[str], views: list[memoryview],
                 invalid: list[Invalid], gone: list[str]) -> _Got:  # fmt: skip
+    # The hot loop of a start-up: four syscalls a file and as little Python
+    # around them as possible (the names bound locally, no parsing here).
     got = _Got()
-    unpack = _TEXT_LEN.unpack_from
+    slots, nreads, stats = got.slot, got.nread, got.stat
+    open_, fstat, preadv, close, isreg = os.open, os.fstat, os.preadv, os.close, stat.S_ISREG
+    flags = _OPEN_FLAGS
     for i, name in enumerate(chunk):
         try:
-            fd = os.open(name, _OPEN_FLAGS, dir_fd=dfd)
+            fd = open_(name, flags, dir_fd=dfd)
         except FileNotFoundError:
             gone.append(name)
             continue
@@ -245,43 +250,58 @@ def _read_batch(dfd: int, chunk: Sequence[str], views: list[memoryview],
             invalid.append(Invalid(name, why, detail))
             continue
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+            st = fstat(fd)
+            if not isreg(st.st_mode):
                 kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file"
                 invalid.append(Invalid(name, "not_regular", kind, fingerprint(st)))
                 continue
-            view = views[i]
-            n = os.preadv(fd, (view,), 0)
-            if n >= PREFIX_BYTES:
-                end = PREFIX_BYTES + unpack(view, 48)[0]
-                if end > n and end - PREFIX_BYTES >= TAIL_BYTES:
-                    got.tails[i] = os.pread(fd, TAIL_BYTES, end - TAIL_BYTES)
+            n = preadv(fd, (views[i],), 0)
         except OSError as e:
             invalid.append(Invalid(name, "unreadable", e.strerror or str(e), fingerprint(st)))
             continue
         finally:
-            os.close(fd)
-        got.slot.append(i)
-        got.nread.append(n)
-        got.dev.append(st.st_dev)
-        got.ino.append(st.st_ino)
-        got.size.append(st.st_size)
-        got.mtime_ns.append(st.st_mtime_ns)
+            close(fd)
+        slots.append(i)
+        nreads.append(n)
+        stats.append(st)
     return got
 
 
+def _tails(dfd: int, chunk: Sequence[str], want: list[tuple[int, int]]) -> dict[int, bytes]:
+    """The last 8 text bytes of texts longer than the first read: (slot, end)."""
+    out = {}
+    for i, end in want:
+        try:
+            fd = os.open(chunk[i], _OPEN_FLAGS, dir_fd=dfd)
+        except OSError:
+            continue
+        try:
+            out[i] = os.pread(fd, TAIL_BYTES, end - TAIL_BYTES)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return out
+
+
 def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str], got: _Got,
-                 invalid: list[Invalid]) -> tuple[npt.NDArray[np.void], list[str],
-                                                 npt.NDArray[np.intp], npt.NDArray[np.uint64]]:  # fmt: skip
+                 invalid: list[Invalid], dfd: int) -> tuple[npt.NDArray[np.void], list[str],
+                                                          npt.NDArray[np.int32],
+                                                          npt.NDArray[np.uint32]]:  # fmt: skip
+    m = len(got.slot)
     slot = np.asarray(got.slot, dtype=np.intp)
+    whole = m == len(chunk)  # every name a regular file, in slots 0..m-1: views, no copies
     nread = np.asarray(got.nread, dtype=np.int64)
-    size = np.asarray(got.size, dtype=np.int64)
-    hdr = np.ndarray((len(buf),), dtype=_HEADER, buffer=buf, offset=_PAD, strides=(_SLOT,))[slot]
+    st = np.array([(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in got.stat],
+                  dtype=np.int64).reshape(m, 4)  # fmt: skip
+    size = st[:, 2]
+    hdr = np.ndarray((len(buf),), dtype=_HEADER, buffer=buf, offset=_PAD, strides=(_SLOT,))
+    hdr = hdr[:m] if whole else hdr[slot]
     text = hdr["text_bytes"].astype(np.int64)
     ok = (
         (nread >= PREFIX_BYTES) & (hdr["magic"] == MAGIC) & (hdr["version"] == VERSION)
-        & np.isin(hdr["abi"], KNOWN_ABIS) & np.isin(hdr["quant_bits"], QUANT_BITS)
-        & (hdr["tokens"] != 0) & (size >= PREFIX_BYTES + text + hdr["payload_bytes"].astype(np.int64))
+        & _KNOWN_ABI[hdr["abi"]] & _QUANT[hdr["quant_bits"]] & (hdr["tokens"] != 0)
+        & (size >= PREFIX_BYTES + text + hdr["payload_bytes"].astype(np.int64))
     )  # fmt: skip
     for j in np.flatnonzero(~ok):  # the reason, in read_snapshot's words
         i = int(slot[j])
@@ -290,18 +310,20 @@ def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str], got: _Got,
         if isinstance(header, Header):
             header = check_size(header, int(size[j])) or header
         why = header if isinstance(header, Unparsable) else Unparsable("invalid", "?")
-        seen = Fingerprint(got.dev[j], got.ino[j], int(size[j]), got.mtime_ns[j])
+        seen = Fingerprint(*(int(v) for v in st[j]))
         invalid.append(Invalid(chunk[i], why.why, why.detail, seen))
-    keep = np.flatnonzero(ok)
-    slot, hdr, nread, text = slot[keep], hdr[keep], nread[keep], text[keep]
-    names = [chunk[i] for i in slot]
-    rows = np.zeros(len(keep), dtype=ROW)
-    sha = np.frombuffer(bytes.fromhex("".join(n[:40] for n in names)), dtype=_NAME_SHA)
+    if not ok.all():
+        keep = np.flatnonzero(ok)
+        slot, hdr, nread, text, st = slot[keep], hdr[keep], nread[keep], text[keep], st[keep]
+        whole = False
+    n = len(slot)
+    names = list(chunk[:n]) if whole else [chunk[i] for i in slot.tolist()]
+    rows = np.zeros(n, dtype=ROW)
+    sha = np.frombuffer(bytes.fromhex("".join([x[:40] for x in names])), dtype=_NAME_SHA)
     for field in SHA_FIELDS.names:
         rows[field] = sha[field]
-    for field, values in (("dev", got.dev), ("ino", got.ino), ("size", got.size),
-                          ("mtime_ns", got.mtime_ns)):  # fmt: skip
-        rows[field] = np.asarray(values, dtype=np.int64 if field in ("size", "mtime_ns") else np.uint64)[keep]
+    for j, field in enumerate(("dev", "ino", "size", "mtime_ns")):
+        rows[field] = st[:, j]
     for field in ("created_at", "last_used", "payload_bytes", "tokens", "hits", "ctx_size",
                   "text_bytes", "quant_bits", "model_id", "abi", "ext_flags"):  # fmt: skip
         rows[field] = hdr[field]
@@ -310,28 +332,34 @@ def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str], got: _Got,
     rows["reason"] = np.where(known, code, int(Reason.UNKNOWN))
     rows["reason_code"] = np.where(known, -1, code.astype(np.int16))
     available = np.maximum(nread - PREFIX_BYTES, 0)
-    head, bkey, probe_rows, probe_keys = batch_keys(buf[slot], _TEXT_AT, text, available)
+    head, bkey, probe_rows, probe_keys = batch_keys(buf, _TEXT_AT, text, available,
+                                                    None if whole else slot)  # fmt: skip
     rows["head"], rows["bkey"] = head, bkey
-    # Last 8 text bytes: from the slot when the read held them, else the extra pread.
-    tail = np.zeros(len(keep), dtype=np.uint64)
+    # Last 8 text bytes: from the slot when the read held them, else one more pread.
+    tail = np.zeros(n, dtype=np.uint64)
     inside = (text >= TAIL_BYTES) & (text <= available)
     flat = buf.reshape(-1)
     words = np.ndarray((len(flat) - 7,), dtype="<u8", buffer=flat, strides=(1,))
     tail[inside] = words[slot[inside] * _SLOT + _TEXT_AT + text[inside] - TAIL_BYTES]
     tail_known = inside.copy()
-    for j in np.flatnonzero(~inside):
-        i, n = int(slot[j]), int(text[j])
-        if n < TAIL_BYTES and n <= available[j]:
-            tail[j] = tail_of(buf[i, _TEXT_AT : _TEXT_AT + n].tobytes(), n)
-            tail_known[j] = True
-        elif len(got.tails.get(i, b"")) == TAIL_BYTES:
-            tail[j] = int.from_bytes(got.tails[i], "little")
-            tail_known[j] = True
+    outside = np.flatnonzero(~inside)
+    if len(outside):
+        longer = [(int(slot[j]), PREFIX_BYTES + int(text[j])) for j in outside
+                  if text[j] > available[j] and text[j] >= TAIL_BYTES]  # fmt: skip
+        extra = _tails(dfd, chunk, longer)
+        for j in outside:
+            i, length = int(slot[j]), int(text[j])
+            if length < TAIL_BYTES and length <= available[j]:
+                tail[j] = tail_of(buf[i, _TEXT_AT : _TEXT_AT + length].tobytes(), length)
+                tail_known[j] = True
+            elif len(extra.get(i, b"")) == TAIL_BYTES:
+                tail[j] = int.from_bytes(extra[i], "little")
+                tail_known[j] = True
     rows["tail"] = tail
     joined = "".join(names)
-    odd = (np.zeros(len(names), dtype=bool) if joined == joined.lower()
-           else np.array([n != n.lower() for n in names], dtype=bool))  # fmt: skip
+    odd = (np.zeros(n, dtype=bool) if joined == joined.lower()
+           else np.array([x != x.lower() for x in names], dtype=bool))  # fmt: skip
     rows["flags"] = BKEY_KNOWN | np.where(tail_known, TAIL_KNOWN, 0) | np.where(odd, ODD_NAME, 0)
-    chain = np.isin(rows["reason"], _CHAIN_CODES)[probe_rows]  # only they supersede or cover
+    chain = _CHAIN[rows["reason"]][probe_rows]  # only they supersede or cover
     return (rows, names, probe_rows[chain].astype(np.int32),
             probe_keys[chain].astype(np.uint32))  # fmt: skip
