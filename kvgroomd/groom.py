@@ -57,6 +57,18 @@ class _Scan:
     mtime_ns: list[int] = field(default_factory=list)
 
 
+def _snapshot_names(names: list[str]) -> list[str]:
+    """The `<40 hex>.kv` names among `names`, in order (is_snapshot_name, in bulk)."""
+    shaped = [n for n in names if len(n) == 43 and n.endswith(".kv")]
+    try:
+        hexes = "".join([n[:40] for n in shaped])
+        if len(bytes.fromhex(hexes)) == 20 * len(shaped) and hexes.isascii():
+            return shaped
+    except ValueError:
+        pass
+    return [n for n in shaped if is_snapshot_name(n)]  # some odd name: one by one
+
+
 def _shas(cols: npt.NDArray[np.void], rows: npt.NDArray[np.intp]) -> list[bytes]:
     """The 20 SHA-1 bytes of each row (the first 20 bytes of a ROW record)."""
     blob = cols[rows].view(np.uint8).reshape(len(rows), cols.dtype.itemsize)[:, :20].tobytes()
@@ -313,15 +325,14 @@ class Groomer:
         """Snapshot names in the directory, in inode order (reads then walk the
         inode table in order), with lstat fingerprints (regular or not) unless
         `stat` is False. Names dry-run judged in that very version are left out."""
-        names: list[str] = []
-        inodes: list[int] = []
         with os.scandir(self.directory) as it:
-            for i, entry in enumerate(it):
-                if i % 1024 == 0 and self.should_stop():
-                    raise Stopped
-                if is_snapshot_name(entry.name):
-                    names.append(entry.name)
-                    inodes.append(entry.inode())
+            listing = [(e.name, e.inode()) for e in it]
+        if self.should_stop():
+            raise Stopped
+        names = _snapshot_names([name for name, _ in listing])
+        inode = dict(listing) if len(names) != len(listing) else None
+        inodes = [inode[n] for n in names] if inode is not None else [i for _, i in listing]
+        del listing, inode
         order = np.argsort(np.asarray(inodes, dtype=np.uint64), kind="stable").tolist()
         del inodes
         found = _Scan()

@@ -251,8 +251,14 @@ def sweep_pairs(index: Index, probes: Probes, *,
     o_rows = o_rows[by_key]
     o_keys = (cols["bkey"][o_rows] & _LOW32).astype(np.uint32)
     p_rows, p_keys = probes
-    on = chain[p_rows]
-    p_rows, p_keys = p_rows[on].astype(np.intp), (p_keys[on] & 0xFFFFFFFF).astype(np.uint32)
+    # Most probes match no bkey: a 2**22-slot table of the bkeys' top bits
+    # (uniform: they are hash outputs) drops them before any binary search.
+    p_keys = (p_keys & 0xFFFFFFFF).astype(np.uint32, copy=False)
+    table = np.zeros(1 << 22, dtype=bool)
+    table[o_keys >> np.uint32(10)] = True
+    on = table[p_keys >> np.uint32(10)]
+    on[on] = chain[p_rows[on]]
+    p_rows, p_keys = p_rows[on].astype(np.intp), p_keys[on]
     lo = np.searchsorted(o_keys, p_keys, side="left")
     count = np.searchsorted(o_keys, p_keys, side="right") - lo
     hit = count > 0
