@@ -9,6 +9,7 @@ entry costs a few hundred bytes, not a Python object graph.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -19,7 +20,7 @@ import numpy.typing as npt
 
 from kvgroomd.decision import Cause, Decision, Fingerprint
 from kvgroomd.prefix import HEAD_BYTES, SHORT_HEAD, text_keys
-from kvgroomd.snapshot import Header, Reason
+from kvgroomd.snapshot import MAGIC, VERSION, Header, Reason
 
 __all__ = ["HEAD_BYTES", "ROW", "SHORT_HEAD", "Change", "Columns", "Drift", "Index",
            "Snapshot", "decide", "drift", "head_key"]  # fmt: skip
@@ -157,6 +158,38 @@ def _from_row(name: str, values: tuple[Any, ...]) -> Snapshot:
     return Snapshot(name, name[:40].lower(), header, Fingerprint(dev, ino, size, mtime_ns), head,
                     covered, tail if flags & TAIL_KNOWN else None,
                     bkey if flags & BKEY_KNOWN else None)  # fmt: skip
+
+
+_LABELS = {int(r): r.label for r in Reason}
+_HEADER = struct.Struct("<3sBBBBBIIIB3xQQQI")  # snapshot.py's layout (spec §2)
+
+
+def decide_rows(index: Index, rows: npt.NDArray[np.intp], cause: Cause, now: float,
+                **extra: Any) -> list[Decision]:  # fmt: skip
+    """`decide(index.at(r), cause, now, ...)` for each row, without building
+    Snapshot objects (a budget pass may choose thousands). An `extra` value
+    that is an array gives one value per row."""
+    names = index.names_at(rows)
+    sub = index.columns()[rows]
+    col = {f: sub[f].tolist() for f in (
+        "dev", "ino", "size", "mtime_ns", "created_at", "last_used", "payload_bytes", "tokens",
+        "hits", "ctx_size", "text_bytes", "reason", "reason_code", "quant_bits", "model_id",
+        "abi", "ext_flags")}  # fmt: skip
+    per_row = [(k, v.tolist()) for k, v in extra.items() if isinstance(v, np.ndarray)]
+    fixed = {k: v for k, v in extra.items() if not isinstance(v, np.ndarray)}
+    labels, pack, magic, version = _LABELS, _HEADER.pack, MAGIC, VERSION
+    out = []
+    for j, (name, dev, ino, size, mtime_ns, created, last, payload, tokens, hits, ctx, text,
+            reason, code, quant, model, abi, ext) in enumerate(zip(names, *col.values())):  # fmt: skip
+        fields = {"sha": name[:40].lower(), "reason": labels[reason], "tokens": tokens,
+                  "hits": hits, "size": size, "age_s": max(0, round(now - created)), **fixed}
+        for k, v in per_row:
+            fields[k] = v[j]
+        header = pack(magic, version, quant, code if code >= 0 else reason, ext, model, tokens,
+                      hits, ctx, abi, created, last, payload, text)  # fmt: skip
+        out.append(Decision(name, cause, Fingerprint(dev, ino, size, mtime_ns), fields,
+                            header=header))  # fmt: skip
+    return out
 
 
 def snapshot_of(name: str, record: np.void) -> Snapshot:
