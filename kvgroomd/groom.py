@@ -8,6 +8,7 @@ only deleter (unlink.py). Used by the daemon for every event and by
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,16 @@ from kvgroomd.cleanup import plan as cleanup_plan
 from kvgroomd.config import Config
 from kvgroomd.decision import Cause, Decision, Fingerprint
 from kvgroomd.evict import Budget, choose
-from kvgroomd.index import Change, Drift, Index, Snapshot, decide, snapshot_of
+from kvgroomd.index import (
+    NAME,
+    Change,
+    Drift,
+    Index,
+    Snapshot,
+    decide,
+    names_array,
+    snapshot_of,
+)
 from kvgroomd.names import SnapshotName, classify, is_snapshot_name
 from kvgroomd.read import Invalid, fingerprint, read_many, read_snapshot, read_text, read_texts
 from kvgroomd.scan import scan_temps
@@ -35,7 +45,7 @@ from kvgroomd.supersede import (
     candidate_rows,
     judge,
     prefixes_of,
-    sweep_pairs,
+    sweep_pairs_flat,
 )
 from kvgroomd.index import TAIL_KNOWN
 from kvgroomd.prefix import tail_of
@@ -44,17 +54,19 @@ from kvgroomd.unlink import Result, apply
 
 
 _FP = ("dev", "ino", "size", "mtime_ns")
+_NO_TAIL = (1 << 64) - 1  # "tail unknown" in _prove (a real tail of all 0xff is checked anyway)
 
 
 @dataclass
 class _Scan:
-    """A directory listing: snapshot names and (optionally) their lstat."""
+    """A directory listing: snapshot names (index.NAME array, in inode order)
+    and, when asked for, their lstat fingerprints."""
 
-    names: list[str] = field(default_factory=list)
-    dev: list[int] = field(default_factory=list)
-    ino: list[int] = field(default_factory=list)
-    size: list[int] = field(default_factory=list)
-    mtime_ns: list[int] = field(default_factory=list)
+    names: npt.NDArray[np.bytes_]
+    dev: npt.NDArray[np.uint64] | None = None
+    ino: npt.NDArray[np.uint64] | None = None
+    size: npt.NDArray[np.int64] | None = None
+    mtime_ns: npt.NDArray[np.int64] | None = None
 
 
 def _snapshot_names(names: list[str]) -> list[str]:
@@ -67,12 +79,6 @@ def _snapshot_names(names: list[str]) -> list[str]:
     except ValueError:
         pass
     return [n for n in shaped if is_snapshot_name(n)]  # some odd name: one by one
-
-
-def _shas(cols: npt.NDArray[np.void], rows: npt.NDArray[np.intp]) -> list[bytes]:
-    """The 20 SHA-1 bytes of each row (the first 20 bytes of a ROW record)."""
-    blob = cols[rows].view(np.uint8).reshape(len(rows), cols.dtype.itemsize)[:, :20].tobytes()
-    return [blob[i : i + 20] for i in range(0, len(blob), 20)]
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -142,18 +148,21 @@ class Groomer:
         fresh = len(self.index) == 0 and not self.dry_removed
         scan = self._scan(stat=not fresh)
         if fresh:
-            d = Drift(tuple(scan.names), (), ())
+            d, added = Drift((), (), ()), scan.names
+            n_added = len(added)
         else:
-            d = self._drift(scan)
+            d, added = self._drift(scan)
+            n_added = len(d.added)
         for name in d.gone:
             self.gone(name)
-        probes: Probes | None = self._load(d.added, d.changed, quiet=startup)
+        probes: Probes | None = self._load(added, d.changed, quiet=startup)
         loaded_at = self.index.generation
         if self.invalid:
-            present = set(scan.names)
-            for name in [n for n in self.invalid if n not in present]:
+            listed = {n.decode() for n in scan.names.tolist()}
+            for name in [n for n in self.invalid if n not in listed]:
                 del self.invalid[name]
-        repairs = 0 if startup else len(d.added) + len(d.changed) + len(d.gone)
+        del scan, added
+        repairs = 0 if startup else n_added + len(d.changed) + len(d.gone)
         self.totals.repairs += repairs
         self.clean_leaks(now)
         # The probes of a fresh scan name rows: valid while no row has moved.
@@ -167,7 +176,7 @@ class Groomer:
         memory.trim()  # a scan frees tens of MiB of buffers and names
         self.log.info(events.RECONCILE_DONE, startup=startup, snapshots=len(self.index),
                       dir_bytes=self.index.total_bytes, invalid=len(self.invalid),
-                      repaired=repairs, added=len(d.added), changed=len(d.changed),
+                      repaired=repairs, added=n_added, changed=len(d.changed),
                       gone=len(d.gone))  # fmt: skip
 
     def sweep(self, now: float, probes: Probes | None = None) -> None:
@@ -180,67 +189,67 @@ class Groomer:
         if probes is None:
             probes = self._probes()
         index = self.index
-        proven = self._prove(sweep_pairs(index, probes,
-                                         strict_quant=self.config.reject_different_quant))  # fmt: skip
-        covered: set[str] = set()
-        generation = index.generation
-        for i, (name, trigger, olds) in enumerate(proven):
-            if i % 64 == 0 and self.should_stop():
-                raise Stopped
-            if index.generation != generation:  # unlinks earlier in this pass
-                if name not in index:
+        n_rows, bounds, o_rows = sweep_pairs_flat(
+            index, probes, strict_quant=self.config.reject_different_quant)
+        proven = self._prove(n_rows, bounds, o_rows)
+        pairs_n = np.repeat(n_rows, np.diff(bounds))[proven]
+        pairs_o = o_rows[proven]
+        # Covered flags go on before any unlink: an unlink moves a row with its
+        # flag, and a file that loses its longer twin to an unlink is still
+        # covered by the longer file that superseded that twin (its pair is
+        # proven too: prefixes and compatibility are transitive).
+        covered = np.zeros(len(index), dtype=bool)
+        covered[pairs_o] = True
+        index.set_covered_rows(covered)
+        cols = index.columns()
+        unlink = (np.isin(cols["reason"][pairs_n], [int(r) for r in TRIGGERS])
+                  & (cols["reason"][pairs_o] == int(Reason.CONTINUED)))  # fmt: skip
+        if unlink.any():  # longest N first, as proven; names before rows move
+            news = index.names_at(pairs_n[unlink])
+            olds = index.names_at(pairs_o[unlink])
+            for i, (name, group) in enumerate(itertools.groupby(zip(news, olds, strict=True),
+                                                                key=lambda p: p[0])):  # fmt: skip
+                if i % 64 == 0 and self.should_stop():
+                    raise Stopped
+                new = index.get(name)
+                if new is None:
                     continue  # superseded itself earlier in this pass
-                olds = [(o, continued) for o, continued in olds if o in index]
-            covered.update(o for o, _ in olds)
-            new = index.get(name) if trigger else None
-            if new is not None:
                 self.execute(decide(o, Cause.SUPERSEDED, now, superseded_by=new.sha,
                                     superseded_by_tokens=new.header.tokens)
-                             for o in (index.get(o) for o, continued in olds if continued)
-                             if o is not None)  # fmt: skip
-        flags = np.zeros(len(index), dtype=bool)
-        rows = index.rows_of(sorted(covered))
-        flags[rows[rows >= 0]] = True
-        index.set_covered_rows(flags)
+                             for o in (index.get(old) for _, old in group) if o is not None)  # fmt: skip
         self._swept = index.generation
 
-    def _prove(self, pairs: list[tuple[int, npt.NDArray[np.intp]]]
-               ) -> list[tuple[str, bool, list[tuple[str, bool]]]]:  # fmt: skip
-        """Which candidate pairs are true (SHA-1), before anything is unlinked:
-        one read and one incremental SHA-1 pass per longer text, against the
-        SHA-1s the rows hold. Returns (N, N triggers supersession, [(O, O is
-        continued)]) for each N that strictly extends some O, in plan order.
-        Plain Python per pair (the lists are short), no Snapshot objects: once
-        the directory is groomed, the pass is only about the covered flags."""
+    def _prove(self, n_rows: npt.NDArray[np.intp], bounds: npt.NDArray[np.intp],
+               o_rows: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:  # fmt: skip
+        """Which candidate pairs (N = n_rows[i], O = o_rows[bounds[i]:bounds[i+1]])
+        are true, by SHA-1, before anything is unlinked: one read and one
+        incremental SHA-1 pass per N text, against the SHA-1s the rows hold.
+        A mask over o_rows. Only a few small objects live at a time (a sweep
+        over 100,000 files once left ~5 MiB of Python's small-object arenas
+        pinned): lists are built per N and names decoded one by one."""
         cols = self.index.columns()
-        flat = np.concatenate([olds for _, olds in pairs]) if pairs else np.zeros(0, np.intp)
-        n_rows = np.asarray([n for n, _ in pairs], dtype=np.intp)
-        o_len = cols["text_bytes"][flat].tolist()
-        o_tail = np.where(cols["flags"][flat] & TAIL_KNOWN, cols["tail"][flat], -1).tolist()
-        o_continued = (cols["reason"][flat] == int(Reason.CONTINUED)).tolist()
-        o_sha = _shas(cols, flat)
-        n_sha = _shas(cols, n_rows)
-        n_trigger = np.isin(cols["reason"][n_rows], [int(r) for r in TRIGGERS]).tolist()
-        n_names = self.index.names_at(n_rows)
-        o_names = self.index.names_at(flat)
-        wanted = list(zip(n_names, cols["text_bytes"][n_rows].tolist(), strict=True))
-        proven = []
-        end = 0
-        for i, text in enumerate(read_texts(self.directory, wanted, self._tick)):
-            first = end
-            end += len(pairs[i][1])
+        proven = np.zeros(len(o_rows), dtype=bool)
+        o_len = cols["text_bytes"][o_rows]
+        o_tail = np.where(cols["flags"][o_rows] & TAIL_KNOWN, cols["tail"][o_rows],
+                          np.uint64(_NO_TAIL))  # fmt: skip
+        o_sha = cols[o_rows].view(np.uint8).reshape(len(o_rows), cols.dtype.itemsize)[:, :20]
+        n_sha = cols[n_rows].view(np.uint8).reshape(len(n_rows), cols.dtype.itemsize)[:, :20]
+        texts = read_texts(self.directory, self.index.names_array(n_rows),
+                           cols["text_bytes"][n_rows], self._tick)  # fmt: skip
+        for i, text in enumerate(texts):
             if text is None:
                 continue  # changed or gone under us; its own event follows
-            maybe = [k for k in range(first, end) if o_len[k] <= len(text) and (
-                o_tail[k] < 0 or tail_of(text, o_len[k]) == o_tail[k])]  # fmt: skip
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            lengths, tails = o_len[a:b].tolist(), o_tail[a:b].tolist()
+            maybe = [k for k in range(b - a) if lengths[k] <= len(text) and (
+                tails[k] == _NO_TAIL or tail_of(text, lengths[k]) == tails[k])]  # fmt: skip
             if not maybe:
                 continue
-            found = prefixes_of(text, n_sha[i], [o_len[k] for k in maybe],
-                                [o_sha[k] for k in maybe])  # fmt: skip
-            olds = [(o_names[k], o_continued[k])
-                    for k, ok in zip(maybe, found or (), strict=False) if ok]  # fmt: skip
-            if olds:
-                proven.append((n_names[i], n_trigger[i], olds))
+            found = prefixes_of(text, n_sha[i].tobytes(), [lengths[k] for k in maybe],
+                                [o_sha[a + k].tobytes() for k in maybe])  # fmt: skip
+            if found:
+                for k, ok in zip(maybe, found, strict=True):
+                    proven[a + k] = ok
         return proven
 
     def _probes(self) -> Probes:
@@ -248,7 +257,7 @@ class Groomer:
         each file's head (a file replaced since it was indexed gives none)."""
         cols = self.index.columns()
         rows = np.flatnonzero(np.isin(cols["reason"], [int(r) for r in CHAIN_REASONS]))
-        names = self.index.names_at(rows)
+        names = self.index.names_array(rows)
         loaded = read_many(self.directory, names, tick=self._tick)
         at = self.index.rows_of(loaded.names)
         cols = self.index.columns()
@@ -324,68 +333,75 @@ class Groomer:
     def _scan(self, *, stat: bool = True) -> _Scan:
         """Snapshot names in the directory, in inode order (reads then walk the
         inode table in order), with lstat fingerprints (regular or not) unless
-        `stat` is False. Names dry-run judged in that very version are left out."""
+        `stat` is False. Names dry-run judged in that very version are left
+        out. Names are kept as one NAME array, listed 4096 at a time: no
+        hundred thousand str objects alive at once."""
+        names, inodes = [], []
         with os.scandir(self.directory) as it:
-            listing = [(e.name, e.inode()) for e in it]
-        if self.should_stop():
-            raise Stopped
-        names = _snapshot_names([name for name, _ in listing])
-        inode = dict(listing) if len(names) != len(listing) else None
-        inodes = [inode[n] for n in names] if inode is not None else [i for _, i in listing]
-        del listing, inode
-        order = np.argsort(np.asarray(inodes, dtype=np.uint64), kind="stable").tolist()
-        del inodes
-        found = _Scan()
+            while chunk := [(e.name, e.inode()) for e in itertools.islice(it, 4096)]:
+                if self.should_stop():
+                    raise Stopped
+                keep = set(_snapshot_names([n for n, _ in chunk]))
+                names.append(np.array([n.encode() for n, _ in chunk if n in keep], dtype=NAME))
+                inodes.append(np.array([i for n, i in chunk if n in keep], dtype=np.uint64))
+        all_names = np.concatenate(names) if names else np.zeros(0, dtype=NAME)
+        order = np.argsort(np.concatenate(inodes) if inodes else np.zeros(0, np.uint64),
+                           kind="stable")  # fmt: skip
+        all_names = all_names[order]
         if not stat:
-            found.names = [names[i] for i in order]
-            return found
+            return _Scan(all_names)
+        n = len(all_names)
+        fp = np.zeros((n, 4), dtype=np.int64)
+        found = np.zeros(n, dtype=bool)
         dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for i, k in enumerate(order):
-                if i % 1024 == 0 and self.should_stop():
+            for start in range(0, n, 4096):
+                if self.should_stop():
                     raise Stopped
-                name = names[k]
-                try:
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if self.dry_removed and self.dry_removed.get(name) == fingerprint(st):
-                    continue
-                found.names.append(name)
-                found.dev.append(st.st_dev)
-                found.ino.append(st.st_ino)
-                found.size.append(st.st_size)
-                found.mtime_ns.append(st.st_mtime_ns)
+                for i, b in enumerate(all_names[start : start + 4096].tolist(), start):
+                    name = b.decode()
+                    try:
+                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if self.dry_removed and self.dry_removed.get(name) == fingerprint(st):
+                        continue
+                    found[i] = True
+                    fp[i] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         finally:
             os.close(dfd)
-        return found
+        fp = fp[found]
+        return _Scan(all_names[found], fp[:, 0].astype(np.uint64), fp[:, 1].astype(np.uint64),
+                     fp[:, 2], fp[:, 3])  # fmt: skip
 
-    def _drift(self, scan: _Scan) -> Drift:
-        """`index.drift` over a scan, vectorised."""
+    def _drift(self, scan: _Scan) -> tuple[Drift, npt.NDArray[np.bytes_]]:
+        """`index.drift` over a scan, vectorised; also the added names as an array."""
+        assert scan.dev is not None and scan.ino is not None
+        assert scan.size is not None and scan.mtime_ns is not None
         rows = self.index.rows_of(scan.names)
         cols = self.index.columns()
         known = rows >= 0
         r = rows[known]
         same = np.zeros(len(rows), dtype=bool)
-        same[known] = ((cols["dev"][r] == np.asarray(scan.dev, dtype=np.uint64)[known])
-                       & (cols["ino"][r] == np.asarray(scan.ino, dtype=np.uint64)[known])
-                       & (cols["size"][r] == np.asarray(scan.size, dtype=np.int64)[known])
-                       & (cols["mtime_ns"][r] == np.asarray(scan.mtime_ns, dtype=np.int64)[known]))  # fmt: skip
+        same[known] = ((cols["dev"][r] == scan.dev[known]) & (cols["ino"][r] == scan.ino[known])
+                       & (cols["size"][r] == scan.size[known])
+                       & (cols["mtime_ns"][r] == scan.mtime_ns[known]))  # fmt: skip
         present = np.zeros(len(self.index), dtype=bool)
         present[r] = True
-        names = scan.names
+        added = scan.names[~known]
         return Drift(
-            added=tuple(names[i] for i in np.flatnonzero(~known)),
-            changed=tuple(names[i] for i in np.flatnonzero(known & ~same)),
+            added=tuple(n.decode() for n in added.tolist()),
+            changed=tuple(n.decode() for n in scan.names[known & ~same].tolist()),
             gone=tuple(self.index.name_at(int(i)) for i in np.flatnonzero(~present)),
-        )
+        ), added
 
-    def _load(self, added: Sequence[str], changed: Sequence[str], *,
+    def _load(self, added: npt.NDArray[np.bytes_], changed: Sequence[str], *,
               quiet: bool) -> Probes:  # fmt: skip
-        """Read `added` (not indexed) and `changed` (indexed) files into the
-        index, as `_refresh` does one by one. Returns the prefix probes of
-        the rows it indexed."""
-        loaded = read_many(self.directory, [*added, *changed], tick=self._tick)
+        """Read `added` (not indexed; a NAME array) and `changed` (indexed)
+        files into the index, as `_refresh` does one by one. Returns the
+        prefix probes of the rows it indexed."""
+        names = np.concatenate((added, names_array(changed))) if changed else added
+        loaded = read_many(self.directory, names, tick=self._tick)
         for name in loaded.gone:
             self.gone(name)
         for bad in loaded.invalid:
@@ -393,22 +409,21 @@ class Groomer:
         rows, names = loaded.rows, loaded.names
         take = np.ones(len(rows), dtype=bool)
         if self.dry_removed:  # dry run: a version already judged stays out
-            for j, name in enumerate(names):
-                fp = self.dry_removed.get(name)
+            for j, b in enumerate(names.tolist()):
+                fp = self.dry_removed.get(b.decode())
                 if fp is not None and fp == Fingerprint(*(int(rows[f][j]) for f in _FP)):
                     take[j] = False
         new = take & (self.index.rows_of(names) < 0) if len(self.index) else take
         for j in np.flatnonzero(take & ~new):  # known names: put() tells what changed
-            self._put(snapshot_of(names[j], rows[j]), quiet=quiet)
+            self._put(snapshot_of(names[j].decode(), rows[j]), quiet=quiet)
         fresh = np.flatnonzero(new)
         base = len(self.index)
-        fresh_names = [names[j] for j in fresh]
         if self.invalid:
-            for name in fresh_names:
-                self.invalid.pop(name, None)
-        self.index.put_many(rows[fresh], fresh_names)
+            for b in names[fresh].tolist():
+                self.invalid.pop(b.decode(), None)
+        self.index.put_many(rows[fresh], names[fresh])
         if not quiet:
-            for k, name in enumerate(fresh_names):
+            for k in range(len(fresh)):
                 self.log.info(events.ADDED, **self._fields(self.index.at(base + k)))
         # Probes of the rows appended: loaded row fresh[k] is index row base + k.
         where = np.full(len(rows), -1, dtype=np.intp)

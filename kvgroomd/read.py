@@ -15,12 +15,22 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kvgroomd.decision import Fingerprint
-from kvgroomd.index import BKEY_KNOWN, ODD_NAME, ROW, SHA_FIELDS, TAIL_KNOWN, Snapshot
+from kvgroomd.index import (
+    BKEY_KNOWN,
+    ODD_NAME,
+    ROW,
+    SHA_FIELDS,
+    TAIL_KNOWN,
+    Snapshot,
+    names_array,
+    parse_names,
+)
 from kvgroomd.names import SnapshotName
 from kvgroomd.prefix import FIRST_READ, TAIL_BYTES, batch_keys, tail_of, text_keys
 from kvgroomd.snapshot import (
@@ -122,19 +132,24 @@ def _text_at(name: str, dir_fd: int | None, dev: int, ino: int, n: int) -> bytes
     return text if len(text) == n else None
 
 
-def read_texts(directory: Path, wanted: Sequence[tuple[str, int]],
+def read_texts(directory: Path, names: Sequence[str] | npt.NDArray[np.bytes_],
+               lengths: Sequence[int] | npt.NDArray[np.integer[Any]],
                tick: Callable[[], None] = lambda: None) -> Iterator[bytes | None]:  # fmt: skip
-    """The texts of many (name, text_bytes), in order, through one directory
-    fd; None for a file gone or short. Unlike `read_text` the inode is not
-    compared: callers prove what a text is by its SHA-1 (its name). `tick`
-    is called every 256 files (it may raise)."""
+    """The texts of many files (`lengths[i]` text bytes of `names[i]`, str or
+    an index.NAME array), in order, through one directory fd; None for a
+    file gone or short. Unlike `read_text` the inode is not compared:
+    callers prove what a text is by its SHA-1 (its name). `tick` is called
+    every 256 files (it may raise)."""
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for i, (name, n) in enumerate(wanted):
+        for i in range(len(names)):
             if i % 256 == 255:
                 tick()
+            name = names[i]
+            n = int(lengths[i])
             try:
-                fd = os.open(name, _OPEN_FLAGS, dir_fd=dfd)
+                fd = os.open(name.decode() if isinstance(name, bytes) else name, _OPEN_FLAGS,
+                             dir_fd=dfd)  # fmt: skip
             except OSError:
                 yield None
                 continue
@@ -163,7 +178,6 @@ _HEADER = np.dtype(
      ("last_used", "<u8"), ("payload_bytes", "<u8"), ("text_bytes", "<u4")]
 )  # fmt: skip
 assert _HEADER.itemsize == PREFIX_BYTES
-_NAME_SHA = SHA_FIELDS
 _CHAIN = np.zeros(256, dtype=bool)  # reason code -> takes part in prefix chains
 _CHAIN[[int(r) for r in (Reason.COLD, Reason.CONTINUED, Reason.EVICT, Reason.SHUTDOWN)]] = True
 _KNOWN_ABI = np.zeros(256, dtype=bool)
@@ -181,38 +195,44 @@ class Loaded:
     a chance collision only adds a candidate that its SHA-1 then rejects)."""
 
     rows: npt.NDArray[np.void]
-    names: list[str]
+    names: npt.NDArray[np.bytes_]  # index.NAME: names[i] is the file of rows[i]
     invalid: list[Invalid]
     gone: list[str]  # vanished between the listing and the open
     probe_rows: npt.NDArray[np.int32]
     probe_keys: npt.NDArray[np.uint32]
 
 
-def read_many(directory: Path, names: Sequence[str], *, batch: int = 2048,
-              tick: Callable[[], None] = lambda: None) -> Loaded:  # fmt: skip
-    """`read_snapshot` for many names of `directory`, with the same results,
-    at a fraction of the cost: files are opened relative to a directory fd,
-    read straight into a reused buffer and parsed into index rows by numpy.
+def read_many(directory: Path, names: Sequence[str] | npt.NDArray[np.bytes_], *,
+              batch: int = 2048, tick: Callable[[], None] = lambda: None) -> Loaded:  # fmt: skip
+    """`read_snapshot` for many names of `directory` (str or an index.NAME
+    array), with the same results, at a fraction of the cost: files are
+    opened relative to a directory fd, read straight into a reused buffer and
+    parsed into index rows by numpy; names become str one batch at a time.
     `tick` is called between batches (it may raise to stop)."""
+    every = names_array(names)
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    buf = np.zeros((min(batch, max(len(names), 1)), _SLOT), dtype=np.uint8)
+    buf = np.zeros((min(batch, max(len(every), 1)), _SLOT), dtype=np.uint8)
     views = [memoryview(buf[i, _PAD : _PAD + FIRST_READ]) for i in range(len(buf))]  # type: ignore[arg-type]
-    parts: list[tuple[npt.NDArray[np.void], list[str], npt.NDArray[np.intp], npt.NDArray[np.uint64]]] = []
+    parts: list[tuple[npt.NDArray[np.void], npt.NDArray[np.intp], npt.NDArray[np.int32],
+                      npt.NDArray[np.uint32]]] = []  # fmt: skip
     invalid: list[Invalid] = []
     gone: list[str] = []
     try:
-        for start in range(0, len(names), len(buf)):
+        for start in range(0, len(every), len(buf)):
             tick()
-            chunk = names[start : start + len(buf)]
+            part = every[start : start + len(buf)]
+            chunk = [n.decode() for n in part.tolist()]
             got = _read_batch(dfd, chunk, views, invalid, gone)
-            parts.append(_parse_batch(buf, chunk, got, invalid, dfd))
+            rows, kept, probe_rows, probe_keys = _parse_batch(buf, chunk, part, got, invalid, dfd)
+            parts.append((rows, start + kept, probe_rows, probe_keys))
+            del chunk, got
     finally:
         os.close(dfd)
     rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=ROW)
     offsets = np.cumsum([0] + [len(p[0]) for p in parts])
     return Loaded(
         rows=rows,
-        names=[n for p in parts for n in p[1]],
+        names=every[np.concatenate([p[1] for p in parts])] if parts else every[:0],
         invalid=invalid,
         gone=gone,
         probe_rows=np.concatenate([p[2] + off for p, off in zip(parts, offsets, strict=False)])
@@ -284,10 +304,11 @@ def _tails(dfd: int, chunk: Sequence[str], want: list[tuple[int, int]]) -> dict[
     return out
 
 
-def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str], got: _Got,
-                 invalid: list[Invalid], dfd: int) -> tuple[npt.NDArray[np.void], list[str],
-                                                          npt.NDArray[np.int32],
-                                                          npt.NDArray[np.uint32]]:  # fmt: skip
+def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str],
+                 part: npt.NDArray[np.bytes_], got: _Got, invalid: list[Invalid],
+                 dfd: int) -> tuple[npt.NDArray[np.void], npt.NDArray[np.intp],
+                                    npt.NDArray[np.int32], npt.NDArray[np.uint32]]:  # fmt: skip
+    """Rows of the usable files of one batch, their slots in it, and probes."""
     m = len(got.slot)
     slot = np.asarray(got.slot, dtype=np.intp)
     whole = m == len(chunk)  # every name a regular file, in slots 0..m-1: views, no copies
@@ -317,9 +338,8 @@ def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str], got: _Got,
         slot, hdr, nread, text, st = slot[keep], hdr[keep], nread[keep], text[keep], st[keep]
         whole = False
     n = len(slot)
-    names = list(chunk[:n]) if whole else [chunk[i] for i in slot.tolist()]
     rows = np.zeros(n, dtype=ROW)
-    sha = np.frombuffer(bytes.fromhex("".join([x[:40] for x in names])), dtype=_NAME_SHA)
+    sha, _ok, odd = parse_names(part[slot])  # the caller listed valid snapshot names
     for field in SHA_FIELDS.names:
         rows[field] = sha[field]
     for j, field in enumerate(("dev", "ino", "size", "mtime_ns")):
@@ -356,10 +376,7 @@ def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str], got: _Got,
                 tail[j] = int.from_bytes(extra[i], "little")
                 tail_known[j] = True
     rows["tail"] = tail
-    joined = "".join(names)
-    odd = (np.zeros(n, dtype=bool) if joined == joined.lower()
-           else np.array([x != x.lower() for x in names], dtype=bool))  # fmt: skip
     rows["flags"] = BKEY_KNOWN | np.where(tail_known, TAIL_KNOWN, 0) | np.where(odd, ODD_NAME, 0)
     chain = _CHAIN[rows["reason"]][probe_rows]  # only they supersede or cover
-    return (rows, names, probe_rows[chain].astype(np.int32),
+    return (rows, slot, probe_rows[chain].astype(np.int32),
             probe_keys[chain].astype(np.uint32))  # fmt: skip

@@ -242,6 +242,16 @@ def sweep_pairs(index: Index, probes: Probes, *,
                 strict_quant: bool) -> list[tuple[int, npt.NDArray[np.intp]]]:  # fmt: skip
     """`sweep_plan` with `probes`, as row numbers: (N row, its candidate rows),
     longest N first. Valid until the index changes."""
+    n_rows, bounds, o_rows = sweep_pairs_flat(index, probes, strict_quant=strict_quant)
+    return [(int(n), o_rows[bounds[i] : bounds[i + 1]]) for i, n in enumerate(n_rows)]
+
+
+def sweep_pairs_flat(index: Index, probes: Probes, *, strict_quant: bool,
+                     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:  # fmt: skip
+    """`sweep_pairs` as flat arrays (no Python object per pair): N rows,
+    longest first, and `o_rows[bounds[i]:bounds[i + 1]]` the candidates of
+    `n_rows[i]`."""
+    empty = np.zeros(0, dtype=np.intp)
     cols = index.columns()
     chain = _IS_CHAIN[cols["reason"]]
     keyed = (cols["flags"] & BKEY_KNOWN) != 0
@@ -278,7 +288,7 @@ def sweep_pairs(index: Index, probes: Probes, *,
         cols, n_of, o_of, strict_quant=strict_quant)
     n_of, o_of = n_of[keep], o_of[keep]
     if not len(n_of):
-        return []
+        return empty, np.zeros(1, dtype=np.intp), empty
     # Longest N first (ties by row, as a stable order), then its candidates by row.
     order = np.lexsort((o_of, n_of, -tb[n_of].astype(np.int64)))
     n_of, o_of = n_of[order], o_of[order]
@@ -286,8 +296,7 @@ def sweep_pairs(index: Index, probes: Probes, *,
     o_of_unique[1:] = (n_of[1:] != n_of[:-1]) | (o_of[1:] != o_of[:-1])
     n_of, o_of = n_of[o_of_unique], o_of[o_of_unique]
     starts = np.flatnonzero(np.r_[True, n_of[1:] != n_of[:-1]])
-    ends = np.r_[starts[1:], len(n_of)]
-    return [(int(n_of[a]), o_of[a:b]) for a, b in zip(starts, ends, strict=True)]
+    return n_of[starts].astype(np.intp), np.r_[starts, len(n_of)].astype(np.intp), o_of
 
 
 def _compatible_pairs(cols: Columns, n_of: npt.NDArray[np.intp], o_of: npt.NDArray[np.intp], *,

@@ -88,7 +88,7 @@ def test_read_many_agrees_with_read_snapshot(odd_dir: Path) -> None:
 def test_probes_cover_every_true_prefix(odd_dir: Path) -> None:
     """A prefix's bkey is among the probes of each longer chain text it starts."""
     loaded = read_many(odd_dir, sorted(os.listdir(odd_dir)))
-    rows, names = loaded.rows, loaded.names
+    rows, names = loaded.rows, [n.decode() for n in loaded.names.tolist()]
     probes: dict[int, set[int]] = {}
     for r, k in zip(loaded.probe_rows.tolist(), loaded.probe_keys.tolist(), strict=True):
         probes.setdefault(r, set()).add(k)
