@@ -54,6 +54,7 @@ from kvgroomd.unlink import Result, apply
 
 
 _FP = ("dev", "ino", "size", "mtime_ns")
+_LOAD_PART = 16384  # files read, parsed and indexed at a time (bounds the peak memory)
 _NO_TAIL = (1 << 64) - 1  # "tail unknown" in _prove (a real tail of all 0xff is checked anyway)
 
 
@@ -401,6 +402,13 @@ class Groomer:
         files into the index, as `_refresh` does one by one. Returns the
         prefix probes of the rows it indexed."""
         names = np.concatenate((added, names_array(changed))) if changed else added
+        parts = [self._load_part(names[i : i + _LOAD_PART], quiet=quiet)
+                 for i in range(0, len(names), _LOAD_PART)]  # fmt: skip
+        if not parts:
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _load_part(self, names: npt.NDArray[np.bytes_], *, quiet: bool) -> Probes:
         loaded = read_many(self.directory, names, tick=self._tick)
         for name in loaded.gone:
             self.gone(name)
@@ -426,6 +434,8 @@ class Groomer:
             for k in range(len(fresh)):
                 self.log.info(events.ADDED, **self._fields(self.index.at(base + k)))
         # Probes of the rows appended: loaded row fresh[k] is index row base + k.
+        if len(fresh) == len(rows):
+            return (base + loaded.probe_rows).astype(np.int32), loaded.probe_keys
         where = np.full(len(rows), -1, dtype=np.intp)
         where[fresh] = base + np.arange(len(fresh))
         at = where[loaded.probe_rows]
