@@ -19,7 +19,7 @@ O to prove, from what the first read of a file already holds:
 
 All of it is arithmetic modulo 2**64 on numpy uint64 arrays; a collision only
 costs a SHA-1 check that then fails. The vectorised batch form and the
-one-text form share `_block_hashes`/`_finish`, so they agree bit for bit.
+one-text form share `_block_sums`/`_finish`, so they agree bit for bit.
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ TAIL_BYTES = 8
 
 U64 = npt.NDArray[np.uint64]
 _M = (1 << 64) - 1
-# Odd multipliers (random, fixed): one per 8-byte word of a block, the
-# polynomial base R and its inverse modulo 2**64, and a depth salt.
-_WORD_MUL = np.array(
-    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
-     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
-    dtype=np.uint64,
-)  # fmt: skip
+# A block's value is sum(w_i * C_i) over its little-endian 8-byte words (one
+# integer matmul for a whole batch); the prefix hash of the first d blocks is
+# the polynomial P(d) = sum(b_j * R**(d-j)) modulo 2**64, R odd, computed as
+# R**d * cumsum(b_j * R**-j) with one flat cumsum for the batch, rebased per
+# text. Blocks past a text's end are garbage and harmless: a prefix sum never
+# looks ahead. A block key is fmix(P(d) + salt_d).
+_WORD_MUL = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                      0xD6E8FEB86659FD93], dtype=np.uint64)[:WORDS]  # fmt: skip
 _R = 0x100000001B3 * 2 + 1
 _RINV = pow(_R, -1, 1 << 64)
 _DEPTH = 0x2545F4914F6CDD1D
@@ -64,19 +65,24 @@ def _fmix(h: U64) -> U64:
     return h
 
 
-def _block_hashes(blocks: npt.NDArray[np.uint64]) -> U64:
-    """One value per block, from an (n, WORDS) array of little-endian words:
-    a sum with odd multipliers (the polynomial over blocks and `_finish`
-    mix it; this is the per-byte cost, so it stays minimal)."""
-    h = blocks[:, 0] * _WORD_MUL[0]
-    for i in range(1, WORDS):
-        h += blocks[:, i] * _WORD_MUL[i]
-    return h
+def _block_sums(words: npt.NDArray[np.uint64], k: npt.NDArray[np.intp], kmax: int) -> U64:
+    """P(1..k_i) of each row of (n, kmax * WORDS) words, flat (row by row):
+    only each row's own whole blocks are gathered, summed and run over."""
+    n = len(words)
+    used = np.arange(kmax)[None, :] < k[:, None]
+    blocks = words[np.repeat(used, WORDS, axis=1)].reshape(-1, WORDS) @ _WORD_MUL
+    depth = np.broadcast_to(np.arange(1, kmax + 1), (n, kmax))[used]
+    running = np.cumsum(blocks * _IPOW[depth])
+    # Rebase each row on the running sum where it starts.
+    ends = np.cumsum(k)
+    before = np.zeros(n, dtype=np.uint64)
+    before[1:] = np.where(ends[:-1] > 0, running[np.maximum(ends[:-1] - 1, 0)], 0)
+    return (running - np.repeat(before, k)) * _POW[depth]
 
 
-def _finish(prefix_sums: U64, depth: npt.NDArray[np.intp]) -> U64:
-    """The key of the first `depth` blocks from P = sum(bh_j * R**(depth - j))."""
-    return _fmix(prefix_sums + _DEPTH_SALT[depth])
+def _finish(sums: U64, depth: npt.NDArray[np.intp]) -> U64:
+    """Block keys from block sums at `depth` (depth 0: the empty prefix, sum 0)."""
+    return _fmix(sums + _DEPTH_SALT[depth])
 
 
 def blocks_of(text_bytes: int, available: int) -> int:
@@ -89,10 +95,9 @@ def text_keys(head: bytes, text_bytes: int) -> tuple[int, int, U64]:
     (len(head) may be less than text_bytes when the text is longer than the
     first read). probes[k] is the key of the first k blocks, k = 0..depth."""
     k = blocks_of(text_bytes, len(head))
-    words = np.frombuffer(head, dtype="<u8", count=k * WORDS).reshape(k, WORDS)
-    bh = _block_hashes(words)
     sums = np.zeros(k + 1, dtype=np.uint64)
-    sums[1:] = np.cumsum(bh * _IPOW[1 : k + 1]) * _POW[1 : k + 1]
+    sums[1:] = _block_sums(np.frombuffer(head, dtype="<u8", count=k * WORDS).reshape(1, -1),
+                           np.array([k], dtype=np.intp), k)  # fmt: skip
     probes = _finish(sums, np.arange(k + 1))
     return head_of(probes, text_bytes), int(probes[k]), probes
 
@@ -134,23 +139,17 @@ def batch_keys(slots: npt.NDArray[np.uint8], text_at: int, text_bytes: npt.NDArr
     kmax = int(k.max()) if n else 0
     w0 = text_at // 8
     words = slots.view("<u8")[:, w0 : w0 + kmax * WORDS]  # a view: no copy of the buffer
-    words = (words[:n] if rows is None else words[rows]).reshape(n, kmax, WORDS)
-    used = np.arange(kmax)[None, :] < k[:, None]  # (n, kmax): the blocks of each text
-    bh = _block_hashes(words[used])  # row by row, in depth order
-    depth = np.broadcast_to(np.arange(1, kmax + 1), (n, kmax))[used]
-    row = np.repeat(np.arange(n), k)
-    # Per-row sums of bh_j * R**-j from one global cumsum, rebased per row, then * R**depth.
-    scaled = np.concatenate((np.zeros(1, dtype=np.uint64), np.cumsum(bh * _IPOW[depth])))
-    before = scaled[np.cumsum(k) - k]  # the running sum where each row starts
-    sums = (scaled[1:] - before[row]) * _POW[depth]
+    words = words[:n] if rows is None else words[rows]
     # Row i's probes sit at off[i] + depth, depth 0 (the empty prefix) included.
     off = np.cumsum(k + 1) - (k + 1)
     total = int(off[-1] + k[-1] + 1) if n else 0
-    probe_sums = np.zeros(total, dtype=np.uint64)
-    probe_depth = np.zeros(total, dtype=np.intp)
-    probe_sums[off[row] + depth] = sums
-    probe_depth[off[row] + depth] = depth
-    probe_keys = _finish(probe_sums, probe_depth)
+    depth = np.zeros(total, dtype=np.intp)
+    sums = np.zeros(total, dtype=np.uint64)
+    blocks_at = np.repeat(off, k) + np.broadcast_to(np.arange(1, kmax + 1), (n, kmax))[
+        np.arange(kmax)[None, :] < k[:, None]]  # fmt: skip
+    depth[blocks_at] = blocks_at - np.repeat(off, k)
+    sums[blocks_at] = _block_sums(words, k, kmax)
+    probe_keys = _finish(sums, depth)
     probe_rows = np.repeat(np.arange(n), k + 1)
     bkey = probe_keys[off + k]
     head = np.full(n, SHORT_HEAD, dtype=np.uint64)
