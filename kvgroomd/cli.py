@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -214,12 +213,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate.main(args.rest)
 
 
+class _Version(argparse.Action):
+    """--version, reading the installed version only when asked: importlib.metadata
+    (and the email package it pulls in) would add ~50 ms to every start-up."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kw: Any) -> None:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        sys.stdout.write(f"{parser.prog} {version('kvgroomd')}\n")  # as argparse's "version"
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
         prog="kvgroomd", description="Groom a ds4-server disk KV-cache directory."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('kvgroomd')}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the daemon in the foreground",

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kvgroomd.decision import Cause, Decision
-from kvgroomd.index import Columns, Index, decide
+from kvgroomd.index import Columns, Index, decide_rows
 from kvgroomd.scoring import Policy, Values
 from kvgroomd.snapshot import Reason
 
@@ -37,10 +37,14 @@ class Budget:
         return int(self.limit * self.low_watermark)
 
 
+_NEVER = np.zeros(256, dtype=bool)  # reason code -> never evicted
+_NEVER[[int(r) for r in NEVER_EVICTED]] = True
+
+
 def protected(cols: Columns, now: float, protect_new: float) -> npt.NDArray[np.bool_]:
     """Rows that budget eviction must never choose."""
     young = (now - cols["created_at"].astype(np.float64)) < protect_new
-    return np.isin(cols["reason"], [int(r) for r in NEVER_EVICTED]) | young
+    return _NEVER[cols["reason"]] | young
 
 
 def ranking(cols: Columns, now: float, policy: Policy, params: dict[str, float] | None,
@@ -61,12 +65,32 @@ def choose(index: Index, budget: Budget, now: float, policy: Policy,
     total = int(cols["size"].sum())
     if total <= budget.limit:
         return []
-    order, values = ranking(cols, now, policy, params, budget.protect_new)
-    order = order[np.isfinite(values[order])]
-    freed = np.cumsum(cols["size"][order])
-    needed = total - budget.target
-    n = min(int(np.searchsorted(freed, needed)) + 1, len(order))
-    return [
-        decide(index.at(int(i)), Cause.BUDGET, now, policy=policy.name, score=float(values[i]))
-        for i in order[:n]
-    ]
+    values = policy.score(cols, now, params)
+    values = np.where(protected(cols, now, budget.protect_new), np.inf, values)
+    victims = _cheapest(cols, values, total - budget.target)
+    return decide_rows(index, victims, Cause.BUDGET, now, policy=policy.name,
+                       score=values[victims])  # fmt: skip
+
+
+def _cheapest(cols: Columns, values: Values, needed: int) -> npt.NDArray[np.intp]:
+    """The first rows of `ranking`'s order (finite values only) whose sizes
+    add up to `needed`, or all of them. A pass usually needs few rows of many,
+    so the order is only computed for the k lowest values (and every row tied
+    with the k-th): O(n) per try instead of sorting everything."""
+    finite = np.flatnonzero(np.isfinite(values))
+    if not len(finite):
+        return finite
+    fvalues = values[finite]
+    last = np.where(cols["last_used"] > 0, cols["last_used"], cols["created_at"])
+    k = 64
+    while True:
+        if k < len(finite):
+            threshold = fvalues[np.argpartition(fvalues, k - 1)[k - 1]]
+            pool = finite[fvalues <= threshold]  # ties at the threshold too: exact order
+        else:
+            pool = finite
+        order = pool[np.lexsort((last[pool], values[pool]))]  # stable, as over all rows
+        freed = np.cumsum(cols["size"][order])
+        if freed[-1] >= needed or len(pool) == len(finite):
+            return order[: min(int(np.searchsorted(freed, needed)) + 1, len(order))]
+        k *= 4

@@ -8,24 +8,78 @@ only deleter (unlink.py). Used by the daemon for every event and by
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from kvgroomd import log as events
+from kvgroomd import memory
 from kvgroomd.cleanup import plan as cleanup_plan
 from kvgroomd.config import Config
 from kvgroomd.decision import Cause, Decision, Fingerprint
 from kvgroomd.evict import Budget, choose
-from kvgroomd.index import Change, Index, Snapshot, drift
-from kvgroomd.names import SnapshotName, classify
-from kvgroomd.read import Invalid, fingerprint, read_snapshot, read_text
+from kvgroomd.index import (
+    NAME,
+    Change,
+    Drift,
+    Index,
+    Snapshot,
+    decide,
+    names_array,
+    snapshot_of,
+)
+from kvgroomd.names import SnapshotName, classify, is_snapshot_name
+from kvgroomd.read import Invalid, fingerprint, read_many, read_snapshot, read_text, read_texts
 from kvgroomd.scan import scan_temps
 from kvgroomd.scoring import POLICIES
-from kvgroomd.supersede import TRIGGERS, judge, prefix_candidates, sweep_plan
+from kvgroomd.supersede import (
+    CHAIN_REASONS,
+    TRIGGERS,
+    Probes,
+    candidate_rows,
+    judge,
+    prefixes_of,
+    sweep_pairs_flat,
+)
+from kvgroomd.index import TAIL_KNOWN
+from kvgroomd.prefix import tail_of
+from kvgroomd.snapshot import Reason
 from kvgroomd.unlink import Result, apply
+
+
+_FP = ("dev", "ino", "size", "mtime_ns")
+_LOAD_PART = 16384  # files read, parsed and indexed at a time (bounds the peak memory)
+_NO_TAIL = (1 << 64) - 1  # "tail unknown" in _prove (a real tail of all 0xff is checked anyway)
+
+
+@dataclass
+class _Scan:
+    """A directory listing: snapshot names (index.NAME array, in inode order)
+    and, when asked for, their lstat fingerprints."""
+
+    names: npt.NDArray[np.bytes_]
+    dev: npt.NDArray[np.uint64] | None = None
+    ino: npt.NDArray[np.uint64] | None = None
+    size: npt.NDArray[np.int64] | None = None
+    mtime_ns: npt.NDArray[np.int64] | None = None
+
+
+def _snapshot_names(names: list[str]) -> list[str]:
+    """The `<40 hex>.kv` names among `names`, in order (is_snapshot_name, in bulk)."""
+    shaped = [n for n in names if len(n) == 43 and n.endswith(".kv")]
+    try:
+        hexes = "".join([n[:40] for n in shaped])
+        if len(bytes.fromhex(hexes)) == 20 * len(shaped) and hexes.isascii():
+            return shaped
+    except ValueError:
+        pass
+    return [n for n in shaped if is_snapshot_name(n)]  # some odd name: one by one
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -62,6 +116,8 @@ class Groomer:
         self.totals = Totals()
         self.should_stop = should_stop
         self._unreachable: str | None = None  # why usage stays over budget, once logged
+        self._swept = -1  # index generation at the end of the last sweep
+        memory.tune()
 
     # -- events -------------------------------------------------------------
 
@@ -89,47 +145,129 @@ class Groomer:
 
     def reconcile(self, now: float, *, startup: bool = False) -> None:
         """Rescan the directory, repair drift, then groom everything on disk."""
-        scan = self._scan()
-        d = drift(self.index, scan)
+        # An empty index (start-up) needs no lstat per file: every name is new,
+        # and reading it fstat()s it anyway.
+        fresh = len(self.index) == 0 and not self.dry_removed
+        scan = self._scan(stat=not fresh)
+        if fresh:
+            d, added = Drift((), (), ()), scan.names
+            n_added = len(added)
+        else:
+            d, added = self._drift(scan)
+            n_added = len(d.added)
         for name in d.gone:
             self.gone(name)
-        added = changed = 0
-        for i, name in enumerate(d.added + d.changed):
-            if i % 256 == 0 and self.should_stop():
-                raise Stopped
-            before = self.index.fingerprint(name)
-            self._refresh(SnapshotName(name, name[:40].lower()), quiet=startup)
-            # Only what changes the index is drift: an invalid file read again is not.
-            if self.index.fingerprint(name) != before:
-                added, changed = (added + 1, changed) if before is None else (added, changed + 1)
-        for name in [n for n in self.invalid if n not in scan]:
-            del self.invalid[name]
-        repairs = 0 if startup else added + changed + len(d.gone)
+        probes: Probes | None = self._load(added, d.changed, quiet=startup)
+        loaded_at = self.index.generation
+        if self.invalid:
+            listed = {n.decode() for n in scan.names.tolist()}
+            for name in [n for n in self.invalid if n not in listed]:
+                del self.invalid[name]
+        del scan, added
+        repairs = 0 if startup else n_added + len(d.changed) + len(d.gone)
         self.totals.repairs += repairs
         self.clean_leaks(now)
-        if self.config.supersede:
-            self.sweep(now)
+        # The probes of a fresh scan name rows: valid while no row has moved.
+        if not fresh or self.index.generation != loaded_at:
+            probes = None
+        # Nothing added, replaced or removed since the last sweep: it would
+        # find nothing new (and would re-read every text's head to know).
+        if self.config.supersede and (startup or self.index.generation != self._swept):
+            self.sweep(now, probes)
         self.enforce_budget(now)
+        memory.trim()  # a scan frees tens of MiB of buffers and names
         self.log.info(events.RECONCILE_DONE, startup=startup, snapshots=len(self.index),
                       dir_bytes=self.index.total_bytes, invalid=len(self.invalid),
-                      repaired=repairs, added=added, changed=changed,
+                      repaired=repairs, added=n_added, changed=len(d.changed),
                       gone=len(d.gone))  # fmt: skip
 
-    def sweep(self, now: float) -> None:
+    def sweep(self, now: float, probes: Probes | None = None) -> None:
         """Apply the supersession rule across everything indexed (out-of-order
-        arrivals, files that landed while we were not watching)."""
-        covered: dict[str, bool] = dict.fromkeys(self.index.names, False)
-        plan = sweep_plan(self.index, strict_quant=self.config.reject_different_quant,
-                          tick=self._check_stop)  # fmt: skip
-        for i, (name, candidate_names) in enumerate(plan):
-            if i % 64 == 0 and self.should_stop():
-                raise Stopped
-            snap = self.index.get(name)
-            if snap is None:
-                continue  # superseded itself earlier in this pass
-            candidates = [c for c in map(self.index.get, candidate_names) if c is not None]
-            covered.update(dict.fromkeys(self._supersede_with(snap, candidates, now), True))
-        self.index.set_covered(covered)
+        arrivals, files that landed while we were not watching).
+
+        Candidates come from each text's prefix probes (prefix.py); without
+        `probes` from the scan that built the index, the heads of the
+        indexed texts are read again to get them."""
+        if probes is None:
+            probes = self._probes()
+        index = self.index
+        n_rows, bounds, o_rows = sweep_pairs_flat(
+            index, probes, strict_quant=self.config.reject_different_quant)
+        proven = self._prove(n_rows, bounds, o_rows)
+        pairs_n = np.repeat(n_rows, np.diff(bounds))[proven]
+        pairs_o = o_rows[proven]
+        # Covered flags go on before any unlink: an unlink moves a row with its
+        # flag, and a file that loses its longer twin to an unlink is still
+        # covered by the longer file that superseded that twin (its pair is
+        # proven too: prefixes and compatibility are transitive).
+        covered = np.zeros(len(index), dtype=bool)
+        covered[pairs_o] = True
+        index.set_covered_rows(covered)
+        cols = index.columns()
+        unlink = (np.isin(cols["reason"][pairs_n], [int(r) for r in TRIGGERS])
+                  & (cols["reason"][pairs_o] == int(Reason.CONTINUED)))  # fmt: skip
+        if unlink.any():  # longest N first, as proven; names before rows move
+            news = index.names_at(pairs_n[unlink])
+            olds = index.names_at(pairs_o[unlink])
+            for i, (name, group) in enumerate(itertools.groupby(zip(news, olds, strict=True),
+                                                                key=lambda p: p[0])):  # fmt: skip
+                if i % 64 == 0 and self.should_stop():
+                    raise Stopped
+                new = index.get(name)
+                if new is None:
+                    continue  # superseded itself earlier in this pass
+                self.execute(decide(o, Cause.SUPERSEDED, now, superseded_by=new.sha,
+                                    superseded_by_tokens=new.header.tokens)
+                             for o in (index.get(old) for _, old in group) if o is not None)  # fmt: skip
+        self._swept = index.generation
+
+    def _prove(self, n_rows: npt.NDArray[np.intp], bounds: npt.NDArray[np.intp],
+               o_rows: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:  # fmt: skip
+        """Which candidate pairs (N = n_rows[i], O = o_rows[bounds[i]:bounds[i+1]])
+        are true, by SHA-1, before anything is unlinked: one read and one
+        incremental SHA-1 pass per N text, against the SHA-1s the rows hold.
+        A mask over o_rows. Only a few small objects live at a time (a sweep
+        over 100,000 files once left ~5 MiB of Python's small-object arenas
+        pinned): lists are built per N and names decoded one by one."""
+        cols = self.index.columns()
+        proven = np.zeros(len(o_rows), dtype=bool)
+        o_len = cols["text_bytes"][o_rows]
+        o_tail = np.where(cols["flags"][o_rows] & TAIL_KNOWN, cols["tail"][o_rows],
+                          np.uint64(_NO_TAIL))  # fmt: skip
+        o_sha = cols[o_rows].view(np.uint8).reshape(len(o_rows), cols.dtype.itemsize)[:, :20]
+        n_sha = cols[n_rows].view(np.uint8).reshape(len(n_rows), cols.dtype.itemsize)[:, :20]
+        texts = read_texts(self.directory, self.index.names_array(n_rows),
+                           cols["text_bytes"][n_rows], self._tick)  # fmt: skip
+        for i, text in enumerate(texts):
+            if text is None:
+                continue  # changed or gone under us; its own event follows
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            lengths, tails = o_len[a:b].tolist(), o_tail[a:b].tolist()
+            maybe = [k for k in range(b - a) if lengths[k] <= len(text) and (
+                tails[k] == _NO_TAIL or tail_of(text, lengths[k]) == tails[k])]  # fmt: skip
+            if not maybe:
+                continue
+            found = prefixes_of(text, n_sha[i].tobytes(), [lengths[k] for k in maybe],
+                                [o_sha[a + k].tobytes() for k in maybe])  # fmt: skip
+            if found:
+                for k, ok in zip(maybe, found, strict=True):
+                    proven[a + k] = ok
+        return proven
+
+    def _probes(self) -> Probes:
+        """Prefix probes of every indexed chain snapshot, from a fresh read of
+        each file's head (a file replaced since it was indexed gives none)."""
+        cols = self.index.columns()
+        rows = np.flatnonzero(np.isin(cols["reason"], [int(r) for r in CHAIN_REASONS]))
+        names = self.index.names_array(rows)
+        loaded = read_many(self.directory, names, tick=self._tick)
+        at = self.index.rows_of(loaded.names)
+        cols = self.index.columns()
+        same = (at >= 0)
+        same[same] = ((cols["dev"][at[same]] == loaded.rows["dev"][same])
+                      & (cols["ino"][at[same]] == loaded.rows["ino"][same]))  # fmt: skip
+        keep = same[loaded.probe_rows]
+        return at[loaded.probe_rows[keep]].astype(np.int32), loaded.probe_keys[keep]
 
     def clean_leaks(self, now: float) -> None:
         """Opt-in leak cleanup (config `cleanup.*`): crash-left temp files and
@@ -146,10 +284,6 @@ class Groomer:
         decisions = cleanup_plan(temps, self.index, now, orphans=c.orphan_temps,
                                  orphan_age=c.orphan_temp_age, stale=c.stale_format)  # fmt: skip
         self.execute(decisions)
-
-    def _check_stop(self) -> None:
-        if self.should_stop():
-            raise Stopped
 
     def enforce_budget(self, now: float) -> None:
         """Evict by policy when usage is over the budget."""
@@ -198,29 +332,129 @@ class Groomer:
                 self.index.pop(d.name)
             elif outcome.result is Result.CHANGED and d.name.endswith(".kv"):
                 self._refresh(SnapshotName(d.name, d.name[:40].lower()))
+                self._swept = -1  # judge it again at the next sweep
             elif outcome.result is Result.FAILED:
                 self.totals.failed += 1
+                self._swept = -1  # and try again at the next sweep
             freed += outcome.freed
         return freed
 
     # -- internals ------------------------------------------------------------
 
-    def _scan(self) -> dict[str, Fingerprint]:
-        """Snapshot names in the directory -> lstat fingerprints (regular or not)."""
-        found: dict[str, Fingerprint] = {}
+    def _tick(self) -> None:
+        if self.should_stop():
+            raise Stopped
+
+    def _scan(self, *, stat: bool = True) -> _Scan:
+        """Snapshot names in the directory, in inode order (reads then walk the
+        inode table in order), with lstat fingerprints (regular or not) unless
+        `stat` is False. Names dry-run judged in that very version are left
+        out. Names are kept as one NAME array, listed 4096 at a time: no
+        hundred thousand str objects alive at once."""
+        names, inodes = [], []
         with os.scandir(self.directory) as it:
-            for i, entry in enumerate(it):
-                if i % 1024 == 0 and self.should_stop():
+            while chunk := [(e.name, e.inode()) for e in itertools.islice(it, 4096)]:
+                if self.should_stop():
                     raise Stopped
-                if not isinstance(classify(entry.name), SnapshotName):
-                    continue
-                try:
-                    fp = fingerprint(entry.stat(follow_symlinks=False))
-                except FileNotFoundError:
-                    continue
-                if self.dry_removed.get(entry.name) != fp:
-                    found[entry.name] = fp
-        return found
+                keep = set(_snapshot_names([n for n, _ in chunk]))
+                names.append(np.array([n.encode() for n, _ in chunk if n in keep], dtype=NAME))
+                inodes.append(np.array([i for n, i in chunk if n in keep], dtype=np.uint64))
+        all_names = np.concatenate(names) if names else np.zeros(0, dtype=NAME)
+        order = np.argsort(np.concatenate(inodes) if inodes else np.zeros(0, np.uint64),
+                           kind="stable")  # fmt: skip
+        all_names = all_names[order]
+        if not stat:
+            return _Scan(all_names)
+        n = len(all_names)
+        fp = np.zeros((n, 4), dtype=np.int64)
+        found = np.zeros(n, dtype=bool)
+        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for start in range(0, n, 4096):
+                if self.should_stop():
+                    raise Stopped
+                for i, b in enumerate(all_names[start : start + 4096].tolist(), start):
+                    name = b.decode()
+                    try:
+                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if self.dry_removed and self.dry_removed.get(name) == fingerprint(st):
+                        continue
+                    found[i] = True
+                    fp[i] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        finally:
+            os.close(dfd)
+        fp = fp[found]
+        return _Scan(all_names[found], fp[:, 0].astype(np.uint64), fp[:, 1].astype(np.uint64),
+                     fp[:, 2], fp[:, 3])  # fmt: skip
+
+    def _drift(self, scan: _Scan) -> tuple[Drift, npt.NDArray[np.bytes_]]:
+        """`index.drift` over a scan, vectorised; also the added names as an array."""
+        assert scan.dev is not None and scan.ino is not None
+        assert scan.size is not None and scan.mtime_ns is not None
+        rows = self.index.rows_of(scan.names)
+        cols = self.index.columns()
+        known = rows >= 0
+        r = rows[known]
+        same = np.zeros(len(rows), dtype=bool)
+        same[known] = ((cols["dev"][r] == scan.dev[known]) & (cols["ino"][r] == scan.ino[known])
+                       & (cols["size"][r] == scan.size[known])
+                       & (cols["mtime_ns"][r] == scan.mtime_ns[known]))  # fmt: skip
+        present = np.zeros(len(self.index), dtype=bool)
+        present[r] = True
+        added = scan.names[~known]
+        return Drift(
+            added=tuple(n.decode() for n in added.tolist()),
+            changed=tuple(n.decode() for n in scan.names[known & ~same].tolist()),
+            gone=tuple(self.index.name_at(int(i)) for i in np.flatnonzero(~present)),
+        ), added
+
+    def _load(self, added: npt.NDArray[np.bytes_], changed: Sequence[str], *,
+              quiet: bool) -> Probes:  # fmt: skip
+        """Read `added` (not indexed; a NAME array) and `changed` (indexed)
+        files into the index, as `_refresh` does one by one. Returns the
+        prefix probes of the rows it indexed."""
+        names = np.concatenate((added, names_array(changed))) if changed else added
+        parts = [self._load_part(names[i : i + _LOAD_PART], quiet=quiet)
+                 for i in range(0, len(names), _LOAD_PART)]  # fmt: skip
+        if not parts:
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _load_part(self, names: npt.NDArray[np.bytes_], *, quiet: bool) -> Probes:
+        loaded = read_many(self.directory, names, tick=self._tick)
+        for name in loaded.gone:
+            self.gone(name)
+        for bad in loaded.invalid:
+            self._report_invalid(bad)
+        rows, names = loaded.rows, loaded.names
+        take = np.ones(len(rows), dtype=bool)
+        if self.dry_removed:  # dry run: a version already judged stays out
+            for j, b in enumerate(names.tolist()):
+                fp = self.dry_removed.get(b.decode())
+                if fp is not None and fp == Fingerprint(*(int(rows[f][j]) for f in _FP)):
+                    take[j] = False
+        new = take & (self.index.rows_of(names) < 0) if len(self.index) else take
+        for j in np.flatnonzero(take & ~new):  # known names: put() tells what changed
+            self._put(snapshot_of(names[j].decode(), rows[j]), quiet=quiet)
+        fresh = np.flatnonzero(new)
+        base = len(self.index)
+        if self.invalid:
+            for b in names[fresh].tolist():
+                self.invalid.pop(b.decode(), None)
+        self.index.put_many(rows[fresh], names[fresh])
+        if not quiet:
+            for k in range(len(fresh)):
+                self.log.info(events.ADDED, **self._fields(self.index.at(base + k)))
+        # Probes of the rows appended: loaded row fresh[k] is index row base + k.
+        if len(fresh) == len(rows):
+            return (base + loaded.probe_rows).astype(np.int32), loaded.probe_keys
+        where = np.full(len(rows), -1, dtype=np.intp)
+        where[fresh] = base + np.arange(len(fresh))
+        at = where[loaded.probe_rows]
+        keep = at >= 0
+        return at[keep].astype(np.int32), loaded.probe_keys[keep]
 
     def _refresh(self, name: SnapshotName, *, quiet: bool = False,
                  in_flight: bool = False) -> Snapshot | None:  # fmt: skip
@@ -238,6 +472,10 @@ class Groomer:
                 self._report_invalid(got)
             return None
         self.invalid.pop(name.name, None)
+        change = self._put(got, quiet=quiet)
+        return got if change in (Change.ADDED, Change.REPLACED) else None
+
+    def _put(self, got: Snapshot, *, quiet: bool) -> Change:
         change = self.index.put(got)
         if change is Change.ADDED and not quiet:
             self.log.info(events.ADDED, **self._fields(got))
@@ -245,7 +483,7 @@ class Groomer:
             self.log.info(events.REPLACED, **self._fields(got))
         elif change is Change.UPDATED:
             self.log.debug(events.UPDATED, **self._fields(got))
-        return got if change in (Change.ADDED, Change.REPLACED) else None
+        return change
 
     def _report_invalid(self, bad: Invalid) -> None:
         """Log an unusable file once per version of it; drop it from the index."""
@@ -263,16 +501,24 @@ class Groomer:
     def _supersede_by(self, new: Snapshot, now: float) -> tuple[str, ...]:
         """Check `new` against its candidates; unlink what it supersedes.
         Returns the names its text covers (strictly extends)."""
-        candidates = prefix_candidates(
-            self.index, new, strict_quant=self.config.reject_different_quant
-        )
-        return self._supersede_with(new, candidates, now)
-
-    def _supersede_with(self, new: Snapshot, candidates: list[Snapshot],
-                        now: float) -> tuple[str, ...]:  # fmt: skip
-        if not candidates:
+        if new.header.reason not in CHAIN_REASONS:
             return ()
         text = read_text(self.directory, new)
+        if text is None:
+            return ()  # changed or gone under us; its own event follows
+        # Candidates by prefix keys, conditions and last bytes: rarely more
+        # than the true prefixes, whatever the index holds.
+        rows = candidate_rows(self.index, new, strict_quant=self.config.reject_different_quant,
+                              text=text)  # fmt: skip
+        candidates = [self.index.at(int(r)) for r in rows]
+        return self._supersede_with(new, candidates, now, text=text)
+
+    def _supersede_with(self, new: Snapshot, candidates: list[Snapshot], now: float, *,
+                        text: bytes | None = None) -> tuple[str, ...]:  # fmt: skip
+        if not candidates:
+            return ()
+        if text is None:
+            text = read_text(self.directory, new)
         if text is None:
             return ()  # changed or gone under us; its own event follows
         verdict = judge(new, text, candidates, now=now)

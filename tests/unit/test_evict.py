@@ -10,7 +10,7 @@ import pytest
 
 from kvgroomd.decision import Cause, Decision
 from kvgroomd.evict import NEVER_EVICTED, Budget, choose, protected, ranking
-from kvgroomd.index import Index, Snapshot
+from kvgroomd.index import Index, Snapshot, decide
 from kvgroomd.scoring import POLICIES, Policy
 from kvgroomd.snapshot import Reason
 from tests.unit.builders import DAY, HOUR, T0, index_of, snapshot
@@ -304,3 +304,41 @@ class TestDecisionFields:
             assert d.fields["score"] == pytest.approx(engine_score(s, now))
         assert math.isfinite(d.fields["score"])
         assert type(d.fields["score"]) is float
+
+
+class TestChooseAgreesWithTheFullRanking:
+    """choose() orders only the few lowest values it needs (argpartition, ties
+    included) and builds decisions from rows: it must give exactly the
+    decisions of the plain algorithm (full ranking, cumulative sizes,
+    decide() per row)."""
+
+    @staticmethod
+    def plain(index: Index, budget: Budget, policy: Policy) -> list[Decision]:
+        cols = index.columns()
+        total = int(cols["size"].sum())
+        if total <= budget.limit:
+            return []
+        order, values = ranking(cols, NOW, policy, None, budget.protect_new)
+        order = order[np.isfinite(values[order])]
+        freed = np.cumsum(cols["size"][order])
+        n = min(int(np.searchsorted(freed, total - budget.target)) + 1, len(order))
+        return [decide(index.at(int(i)), Cause.BUDGET, NOW, policy=policy.name,
+                       score=float(values[i])) for i in order[:n]]  # fmt: skip
+
+    @pytest.mark.parametrize("policy", BOTH)
+    @pytest.mark.parametrize("seed", range(5))
+    @pytest.mark.parametrize("watermark", [1.0, 0.99, 0.9, 0.5, 0.01])
+    def test_same_decisions(self, policy: Policy, seed: int, watermark: float) -> None:
+        rng = random.Random(seed)
+        snaps = [
+            snapshot(reason=rng.choice(list(Reason)), tokens=rng.choice([1000, 2000, 30000]),
+                     hits=rng.choice([0, 0, 1, 5]), size=rng.choice([10**6, 2 * 10**6, 10**7]),
+                     created_at=NOW - rng.choice([60, DAY, 5 * DAY]),
+                     last_used=NOW - rng.choice([0, 60, DAY]))  # many exact ties
+            for _ in range(700)
+        ]  # fmt: skip
+        index = index_of(*snaps)
+        budget = Budget(index.total_bytes - rng.choice([1, 10**7]), watermark)
+        got, want = choose(index, budget, NOW, policy), self.plain(index, budget, policy)
+        assert [(d.name, d.seen, d.fields, d.header) for d in got] == [
+            (d.name, d.seen, d.fields, d.header) for d in want]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import numpy as np
 import pytest
 
 from kvgroomd.decision import Fingerprint
@@ -329,3 +330,96 @@ class TestHeadKey:
     def test_different_heads_different_buckets(self) -> None:
         """Texts differing within the first 64 bytes land in different buckets."""
         assert head_key(chat_text(100), 100) != head_key(chat_text(100, seed="U"), 100)
+
+
+class TestCompactIndex:
+    """The index keeps no Python object per entry: names come back from the
+    SHA-1 in each row, through an open-addressing table of row numbers."""
+
+    def test_put_many_equals_put(self) -> None:
+        """Rows appended in bulk read back exactly like rows put one by one."""
+        snaps = [snapshot(hits=i, size=1000 + i) for i in range(300)]
+        one = index_of(*snaps, capacity=16)
+        bulk = Index(capacity=16)
+        bulk.put_many(one.columns().copy(), one.names)
+        assert bulk.names == one.names
+        assert bulk.total_bytes == one.total_bytes
+        for s in snaps:
+            assert bulk.get(s.name) == s
+        # and it goes on working as an index: updates, pops, more puts
+        assert bulk.put(with_header(snaps[0], hits=999)) is Change.UPDATED
+        assert bulk.pop(snaps[1].name) == snaps[1]
+        more = snapshot()
+        assert bulk.put(more) is Change.ADDED
+        assert bulk.get(more.name) == more
+        assert len(bulk) == 300
+
+    def test_names_differing_only_in_case_are_two_files(self) -> None:
+        """`AB..AB.kv` and `ab..ab.kv` are two files (same SHA-1, same table key)."""
+        upper, lower = snapshot(name="AB" * 20 + ".kv", hits=1), snapshot(name="ab" * 20 + ".kv", hits=2)
+        index = index_of(upper, lower)
+        assert index.get(upper.name) == upper
+        assert index.get(lower.name) == lower
+        assert sorted(index.names) == sorted([upper.name, lower.name])
+        assert index.name_at(index.row_of(upper.name)) == upper.name  # type: ignore[arg-type]
+        assert index.pop(lower.name) == lower
+        assert index.get(upper.name) == upper
+        assert index.names == [upper.name]
+        assert lower.name not in index
+
+    def test_many_names_with_one_table_key(self) -> None:
+        """Names sharing their first 16 hex digits collide in the table: long
+        probe runs, deletions shifting entries back; every lookup still right."""
+        rng = random.Random(5)
+        names = [f"{'0' * 16}{i:024x}.kv" for i in range(200)]
+        model = {}
+        index = Index(capacity=16)
+        for step in range(2000):
+            name = rng.choice(names)
+            if name in model and rng.random() < 0.5:
+                assert index.pop(name) == model.pop(name)
+            elif name not in model:
+                model[name] = snapshot(name=name, hits=step)
+                assert index.put(model[name]) is Change.ADDED
+            for n in rng.sample(names, 5):
+                assert index.get(n) == model.get(n)
+        assert sorted(index.names) == sorted(model)
+        rows = index.rows_of(names)
+        for n, r in zip(names, rows, strict=True):
+            assert (r == -1) if n not in model else index.name_at(int(r)) == n
+
+    def test_rows_of(self) -> None:
+        """rows_of gives each name's row, -1 for absent or malformed names."""
+        a, b = snapshot(), snapshot(name="CD" * 20 + ".kv")
+        index = index_of(a, b)
+        got = index.rows_of([b.name, "nope.kv", a.name, "ab" * 20 + ".kv", "zz" * 20 + ".kv"])
+        assert got.tolist() == [index.row_of(b.name), -1, index.row_of(a.name), -1, -1]
+        assert index.rows_of([]).tolist() == []
+
+    def test_names_at(self) -> None:
+        """names_at(rows) is [names[r] for r in rows]."""
+        index = index_of(*(snapshot() for _ in range(20)), snapshot(name="EF" * 20 + ".kv"))
+        rows = np.array([20, 3, 3, 0], dtype=np.intp)
+        assert index.names_at(rows) == [index.names[r] for r in rows]
+
+    def test_malformed_names_are_refused_and_never_found(self) -> None:
+        """Only `<40 hex>.kv` names can be indexed; others are simply absent."""
+        index = index_of(snapshot())
+        for bad in ("x.kv", "g" * 40 + ".kv", "ab" * 20 + ".kvx", "a b" + "c" * 38 + ".kv"):
+            assert bad not in index
+            assert index.get(bad) is None
+            assert index.pop(bad) is None
+        with pytest.raises(ValueError):
+            index.put(snapshot(name="x.kv"))
+
+    def test_generation_counts_structural_changes(self) -> None:
+        """Adds, replaces and removals bump the generation; in-place updates do not."""
+        s = snapshot()
+        index = index_of(s)
+        g = index.generation
+        index.put(with_header(s, hits=5))
+        assert index.generation == g
+        index.put(with_seen(s, ino=123456))
+        assert index.generation == g + 1
+        index.pop(s.name)
+        assert index.generation == g + 2

@@ -9,25 +9,30 @@ stay, and an evict/shutdown arrival supersedes nothing.
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import numpy as np
 import pytest
 
 from kvgroomd.decision import Cause
 from kvgroomd.index import Index, Snapshot
-from kvgroomd.snapshot import Reason, sha1_hex
+from kvgroomd.prefix import FIRST_READ, tail_of, text_keys
+from kvgroomd.snapshot import PREFIX_BYTES, Reason, sha1_hex
 from kvgroomd.supersede import (
     CHAIN_REASONS,
     TRIGGERS,
     Verdict,
     can_stand_in,
+    candidate_rows,
     judge,
     prefix_candidates,
+    prefixes_of,
     sweep_plan,
 )
 from tests.unit.builders import CTX, DAY, T0, chat_text, index_of, snapshot
 
 NOW = T0
+AVAILABLE = FIRST_READ - PREFIX_BYTES
 C = chat_text(40_000)  # conversation C; its prefixes are the chain
 U = chat_text(40_000, seed="U")  # an unrelated conversation
 
@@ -358,6 +363,96 @@ class TestSweepPlan:
                 index.pop(d.name)
         kept = sorted(index.get(n).header.text_bytes for n in index)  # type: ignore[union-attr]
         assert kept == [1000, 6000, 7000, 8000]
+
+
+def keyed(s: Snapshot, text: bytes) -> Snapshot:
+    """`s` with the text keys read_snapshot would give it (prefix.py)."""
+    _head, bkey, _probes = text_keys(text[:AVAILABLE], len(text))
+    return dataclasses.replace(s, tail=tail_of(text, len(text)), bkey=bkey)
+
+
+def probes_of(index: Index, texts: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    rows, keys = [], []
+    for name, text in texts.items():
+        row = index.row_of(name)
+        for k in text_keys(text[:AVAILABLE], len(text))[2].tolist():
+            rows.append(row)
+            keys.append(k)
+    return np.array(rows, dtype=np.int32), np.array(keys, dtype=np.uint64)
+
+
+def proven(index: Index, plan: list[tuple[str, tuple[str, ...]]],
+           texts: dict[str, bytes]) -> set[tuple[str, str]]:  # fmt: skip
+    """Every (N, O) the plan's candidates prove by SHA-1 (judge)."""
+    out = set()
+    for name, candidate_names in plan:
+        new = index.get(name)
+        assert new is not None
+        cands = [c for c in map(index.get, candidate_names) if c is not None]
+        out |= {(name, o) for o in judge(new, texts[name], cands, now=NOW).covered}
+    return out
+
+
+class TestSweepByProbes:
+    """sweep_plan with probes (a sort-and-search join on prefix keys) proves
+    exactly the pairs the head-bucket plan proves, with far fewer candidates
+    when texts share a head (real chats share a system prompt)."""
+
+    def family(self, seed: int) -> tuple[list[Snapshot], dict[str, bytes]]:
+        rng = random.Random(seed)
+        shared = chat_text(700)  # one system prompt for every conversation
+        snaps, texts = [], {}
+        for c in range(12):
+            conv = shared + chat_text(9000, seed=f"c{c}")
+            for _ in range(rng.randrange(1, 6)):
+                n = rng.choice([rng.randrange(1, 700), rng.randrange(700, 9700),
+                                rng.randrange(4000, 4100), 700 + rng.randrange(0, 80)])
+                reason = rng.choice(list(Reason))
+                s = snapshot(conv[:n], reason=reason, ctx_size=rng.choice([CTX, 2 * CTX]),
+                             model_id=rng.choice([0, 0, 1]), quant_bits=rng.choice([2, 4]))
+                if s.name not in texts:
+                    s = keyed(s, conv[:n])
+                    snaps.append(s)
+                    texts[s.name] = conv[:n]
+        return snaps, texts
+
+    @pytest.mark.parametrize("seed", range(6))
+    @pytest.mark.parametrize("strict", [False, True])
+    def test_same_proofs_as_the_head_plan(self, seed: int, strict: bool) -> None:
+        """Both plans lead to the same proven (N, O) pairs, longest N first."""
+        snaps, texts = self.family(seed)
+        index = index_of(*snaps)
+        by_head = sweep_plan(index, strict_quant=strict)
+        by_probe = sweep_plan(index, strict_quant=strict, probes=probes_of(index, texts))
+        assert proven(index, by_probe, texts) == proven(index, by_head, texts)
+        lengths = [index.get(n).header.text_bytes for n, _ in by_probe]  # type: ignore[union-attr]
+        assert lengths == sorted(lengths, reverse=True)
+        assert sum(map(len, (c for _, c in by_probe))) <= sum(map(len, (c for _, c in by_head)))
+
+    def test_snapshots_without_keys_are_candidates_of_all(self) -> None:
+        """A row put without its text keys (tail/bkey unknown) is never missed."""
+        old, new = cont(3000), cont(9000)
+        index = index_of(old, keyed(new, C[:9000]))
+        plan = sweep_plan(index, strict_quant=False, probes=probes_of(index, {new.name: C[:9000]}))
+        assert plan == [(new.name, (old.name,))]
+
+    def test_tail_filter_and_prefixes_of(self) -> None:
+        """candidate_rows with the text drops candidates whose last bytes do
+        not sit at their length in it; prefixes_of proves the rest by SHA-1."""
+        shared = chat_text(2000)
+        o_true = keyed(cont(1500, shared), shared[:1500])
+        other = shared[:1400] + b"x" * 100  # same head, same length, other tail
+        o_false = keyed(snapshot(other, reason=Reason.CONTINUED), other)
+        new = keyed(cont(2000, shared), shared)
+        index = index_of(o_true, o_false, new)
+        rows = candidate_rows(index, new, strict_quant=False)
+        assert {index.name_at(int(r)) for r in rows} == {o_true.name, o_false.name}
+        rows = candidate_rows(index, new, strict_quant=False, text=shared)
+        assert [index.name_at(int(r)) for r in rows] == [o_true.name]
+        sha = bytes.fromhex
+        assert prefixes_of(shared, sha(new.sha), [1500, 1500, 3000],
+                           [sha(o_true.sha), sha(o_false.sha), sha(o_true.sha)]) == [True, False, False]
+        assert prefixes_of(shared, sha(o_true.sha), [1500], [sha(o_true.sha)]) is None
 
 
 class TestConstants:

@@ -1,0 +1,109 @@
+"""read.read_many (start-up and reconcile) finds exactly what read_snapshot
+finds, file by file: the same snapshots with the same keys, the same unusable
+files with the same reasons, and nothing for names that are gone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from kvgroomd.index import Index
+from kvgroomd.names import SnapshotName, classify
+from kvgroomd.read import Invalid, read_many, read_snapshot
+from kvgroomd.snapshot import PREFIX_BYTES, Header, Reason, sha1_hex
+from kvgroomd.testing.engine import conversation
+
+
+def write(directory: Path, text: bytes, *, payload: int = 4096, **fields: int) -> str:
+    h = Header(quant_bits=fields.pop("quant_bits", 2), reason=Reason.CONTINUED, ext_flags=0,
+               model_id=0, tokens=fields.pop("tokens", len(text) // 4 + 1), hits=0,
+               ctx_size=32768, abi=fields.pop("abi", 2), created_at=1_780_000_000,
+               last_used=1_780_000_000, payload_bytes=payload, text_bytes=len(text))  # fmt: skip
+    name = f"{sha1_hex(text)}.kv"
+    (directory / name).write_bytes(h.pack() + text + b"DSV4" + bytes(payload - 4))
+    return name
+
+
+@pytest.fixture
+def odd_dir(tmp_path: Path, fixtures_dir: Path) -> Path:
+    """The fixture snapshots plus every kind of file read_many must sort out."""
+    d = tmp_path / "kv"
+    d.mkdir()
+    for f in fixtures_dir.iterdir():
+        if classify(f.name).__class__ is SnapshotName:
+            shutil.copy2(f, d / f.name)
+    long_text = conversation(3, 3000).text()  # > 4 KiB: its tail needs a second read
+    assert len(long_text) > 4096
+    write(d, long_text)
+    write(d, long_text[:5000])
+    write(d, b"tiny")  # under 8 bytes of text
+    write(d, b"")  # no text at all
+    upper = write(d, b"upper-case name, same file")
+    os.rename(d / upper, d / upper.upper().replace(".KV", ".kv"))
+    name = write(d, b"truncated file")
+    with open(d / name, "r+b") as fp:
+        fp.truncate(PREFIX_BYTES + 5)
+    name = write(d, b"bad magic")
+    with open(d / name, "r+b") as fp:
+        fp.write(b"XYZ")
+    name = write(d, b"newer format")
+    with open(d / name, "r+b") as fp:
+        fp.seek(20)
+        fp.write(bytes([7]))  # unknown ABI
+    (d / ("0" * 40 + ".kv")).write_bytes(b"short")
+    (d / ("1" * 40 + ".kv")).mkdir()
+    os.symlink(d / name, d / ("2" * 40 + ".kv"))
+    os.mkfifo(d / ("3" * 40 + ".kv"))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(d / ("4" * 40 + ".kv")))
+    sock.close()
+    return d
+
+
+def test_read_many_agrees_with_read_snapshot(odd_dir: Path) -> None:
+    """Every name gives the same snapshot (keys included) or the same Invalid."""
+    names = sorted(os.listdir(odd_dir))
+    loaded = read_many(odd_dir, [*names, "5" * 40 + ".kv"], batch=7)  # several batches
+    assert loaded.gone == ["5" * 40 + ".kv"]
+    index = Index()
+    index.put_many(loaded.rows, loaded.names)
+    invalid = {bad.name: bad for bad in loaded.invalid}
+    assert len(loaded.names) + len(invalid) == len(names)
+    for name in names:
+        one = read_snapshot(odd_dir, SnapshotName(name, name[:40].lower()))
+        if isinstance(one, Invalid):
+            assert invalid[name] == one, name
+        else:
+            got = index.get(name)
+            assert got == one, name
+            assert got is not None and got.tail is not None and got.bkey is not None
+    whys = {bad.why for bad in loaded.invalid}
+    assert {"short", "magic", "unknown_format", "truncated", "not_regular"} <= whys
+
+
+def test_probes_cover_every_true_prefix(odd_dir: Path) -> None:
+    """A prefix's bkey is among the probes of each longer chain text it starts."""
+    loaded = read_many(odd_dir, sorted(os.listdir(odd_dir)))
+    rows, names = loaded.rows, [n.decode() for n in loaded.names.tolist()]
+    probes: dict[int, set[int]] = {}
+    for r, k in zip(loaded.probe_rows.tolist(), loaded.probe_keys.tolist(), strict=True):
+        probes.setdefault(r, set()).add(k)
+    lengths = rows["text_bytes"].tolist()
+    texts = []
+    for i, name in enumerate(names):
+        with open(odd_dir / name, "rb") as fp:
+            fp.seek(PREFIX_BYTES)
+            texts.append(fp.read(lengths[i]))
+    chain = {int(r) for r in (Reason.COLD, Reason.CONTINUED, Reason.EVICT, Reason.SHUTDOWN)}
+    assert set(probes) == {i for i in range(len(names)) if int(rows["reason"][i]) in chain}
+    found = 0
+    for o, text_o in enumerate(texts):
+        for n in probes:
+            if lengths[o] < lengths[n] and texts[n].startswith(text_o):
+                assert int(rows["bkey"][o]) & 0xFFFFFFFF in probes[n]
+                found += 1
+    assert found >= 2  # the 5000-byte text in the long one, at least
