@@ -40,8 +40,12 @@ class Fingerprint:
         """The fingerprint of a stat result. An mtime past 2262 (or before 1678)
         overflows int64 nanoseconds; it wraps, so two mtimes 584 years apart
         look alike, which no file identity check needs to tell apart."""
-        ns = (st.st_mtime_ns + 2**63) % 2**64 - 2**63
-        return cls(st.st_dev, st.st_ino, st.st_size, ns)
+        return cls(st.st_dev, st.st_ino, st.st_size, wrap_ns(st.st_mtime_ns))
+
+
+def wrap_ns(ns: int) -> int:
+    """Nanoseconds wrapped into int64, as the index stores them (see Fingerprint.of)."""
+    return (ns + 2**63) % 2**64 - 2**63
 
 
 @dataclass(frozen=True, slots=True)

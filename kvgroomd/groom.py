@@ -22,7 +22,7 @@ from kvgroomd import log as events
 from kvgroomd import memory
 from kvgroomd.cleanup import plan as cleanup_plan
 from kvgroomd.config import Config
-from kvgroomd.decision import Cause, Decision, Fingerprint
+from kvgroomd.decision import Cause, Decision, Fingerprint, wrap_ns
 from kvgroomd.evict import Budget, choose
 from kvgroomd.index import (
     NAME,
@@ -159,6 +159,8 @@ class Groomer:
             self.gone(name)
         probes: Probes | None = self._load(added, d.changed, quiet=startup)
         loaded_at = self.index.generation
+        if not fresh:  # drift is what entered the index: an invalid file read again is not
+            n_added = int((self.index.rows_of(added) >= 0).sum())
         if self.invalid:
             listed = {n.decode() for n in scan.names.tolist()}
             for name in [n for n in self.invalid if n not in listed]:
@@ -382,7 +384,7 @@ class Groomer:
                     if self.dry_removed and self.dry_removed.get(name) == fingerprint(st):
                         continue
                     found[i] = True
-                    fp[i] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                    fp[i] = (st.st_dev, st.st_ino, st.st_size, wrap_ns(st.st_mtime_ns))
         finally:
             os.close(dfd)
         fp = fp[found]

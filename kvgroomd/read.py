@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kvgroomd.decision import Fingerprint
+from kvgroomd.decision import Fingerprint, wrap_ns
 from kvgroomd.index import (
     BKEY_KNOWN,
     ODD_NAME,
@@ -313,7 +313,7 @@ def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str],
     slot = np.asarray(got.slot, dtype=np.intp)
     whole = m == len(chunk)  # every name a regular file, in slots 0..m-1: views, no copies
     nread = np.asarray(got.nread, dtype=np.int64)
-    st = np.array([(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in got.stat],
+    st = np.array([(s.st_dev, s.st_ino, s.st_size, wrap_ns(s.st_mtime_ns)) for s in got.stat],
                   dtype=np.int64).reshape(m, 4)  # fmt: skip
     size = st[:, 2]
     hdr = np.ndarray((len(buf),), dtype=_HEADER, buffer=buf, offset=_PAD, strides=(_SLOT,))

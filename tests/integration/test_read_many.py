@@ -58,9 +58,13 @@ def odd_dir(tmp_path: Path, fixtures_dir: Path) -> Path:
     (d / ("1" * 40 + ".kv")).mkdir()
     os.symlink(d / name, d / ("2" * 40 + ".kv"))
     os.mkfifo(d / ("3" * 40 + ".kv"))
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(d / ("4" * 40 + ".kv")))
-    sock.close()
+    cwd = os.getcwd()
+    os.chdir(d)  # a relative name: tmp paths can exceed AF_UNIX's 108 bytes
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind("4" * 40 + ".kv")
+    finally:
+        os.chdir(cwd)
     return d
 
 
