@@ -35,7 +35,16 @@ from kvgroomd.index import (
     snapshot_of,
 )
 from kvgroomd.names import SnapshotName, classify, is_snapshot_name
-from kvgroomd.read import Invalid, fingerprint, read_many, read_snapshot, read_text, read_texts
+from kvgroomd.read import (
+    Beside,
+    Invalid,
+    Loaded,
+    fingerprint,
+    read_many,
+    read_snapshot,
+    read_text,
+    read_texts,
+)
 from kvgroomd.scan import scan_temps
 from kvgroomd.scoring import POLICIES
 from kvgroomd.supersede import (
@@ -55,6 +64,7 @@ from kvgroomd.unlink import Result, apply
 
 _FP = ("dev", "ino", "size", "mtime_ns")
 _LOAD_PART = 16384  # files read, parsed and indexed at a time (bounds the peak memory)
+_FORK_AT = 20_000  # new files from which a second process reads half of them
 _NO_TAIL = (1 << 64) - 1  # "tail unknown" in _prove (a real tail of all 0xff is checked anyway)
 
 
@@ -402,14 +412,35 @@ class Groomer:
         files into the index, as `_refresh` does one by one. Returns the
         prefix probes of the rows it indexed."""
         names = np.concatenate((added, names_array(changed))) if changed else added
-        parts = [self._load_part(names[i : i + _LOAD_PART], quiet=quiet)
-                 for i in range(0, len(names), _LOAD_PART)]  # fmt: skip
+        # Many new files (a start-up): a child process reads the second half
+        # meanwhile (read.Beside); this process indexes what it hands back.
+        cut = len(names) * 11 // 20  # the child also pickles: it takes a little less
+        beside = Beside(self.directory, names[cut:]) if (
+            len(names) >= _FORK_AT and not changed) else None  # fmt: skip
+        mine = names[:cut] if beside else names
+        try:
+            parts = [self._index_loaded(read_many(self.directory, mine[i : i + _LOAD_PART],
+                                                  tick=self._tick), quiet=quiet)
+                     for i in range(0, len(mine), _LOAD_PART)]  # fmt: skip
+            if beside:
+                theirs = names[cut:]
+                loaded = beside.result()
+                if loaded is None:  # the child failed: read its half here
+                    parts += [self._index_loaded(read_many(self.directory,
+                                                           theirs[i : i + _LOAD_PART],
+                                                           tick=self._tick), quiet=quiet)
+                              for i in range(0, len(theirs), _LOAD_PART)]  # fmt: skip
+                else:
+                    parts.append(self._index_loaded(loaded, quiet=quiet))
+        finally:
+            if beside is not None:
+                beside.cancel()
         if not parts:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint32)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _load_part(self, names: npt.NDArray[np.bytes_], *, quiet: bool) -> Probes:
-        loaded = read_many(self.directory, names, tick=self._tick)
+    def _index_loaded(self, loaded: Loaded, *, quiet: bool) -> Probes:
+        """Put what read_many found into the index, as `_refresh` does."""
         for name in loaded.gone:
             self.gone(name)
         for bad in loaded.invalid:
