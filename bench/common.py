@@ -100,6 +100,13 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def children_cpu(pid: int) -> float:
+    """cutime+cstime of PID (its reaped children, e.g. a start-up reader), in s."""
+    with open(f"/proc/{pid}/stat") as fp:
+        fields = fp.read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(utime+stime from /proc/PID/stat, in s; on-CPU time summed over the
     threads' schedstat, in s: nanosecond resolution)."""

@@ -21,6 +21,7 @@ from bench.common import (
     IN_MOVED_FROM,
     Daemon,
     Inotify,
+    children_cpu,
     cpu_seconds,
     iso_to_epoch,
     median,
@@ -41,6 +42,7 @@ def start_once(cache_dir: Path, workdir: Path, *, timeout: float, keep: bool = F
     try:
         out["ready_s"] = d.wait_ready(timeout)
         out["cpu_s"] = cpu_seconds(d.pid)[1]  # on-CPU time up to READY, all threads
+        out["child_cpu_s"] = children_cpu(d.pid)  # a start-up reader process, reaped
     except (TimeoutError, OSError):
         out["ready_s"] = None
         out["timeout_s"] = timeout
