@@ -115,7 +115,8 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     ticks = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
     ns = 0
     for task in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{task}/schedstat") as fp:
+        path = f"/proc/{pid}/task/{task}/schedstat"
+        with contextlib.suppress(FileNotFoundError), open(path) as fp:
             ns += int(fp.read().split()[0])
     return ticks, ns / 1e9
 
@@ -197,7 +198,9 @@ class Daemon:
                  **config: Any) -> None:  # fmt: skip
         config.setdefault("log", {"format": "json", "level": "info"})
         config["cache_dir"] = str(cache_dir)
-        self.config_path = Path(tempfile.mkstemp(prefix="kvgroomd-", suffix=".yaml", dir=workdir)[1])
+        fd, path = tempfile.mkstemp(prefix="kvgroomd-", suffix=".yaml", dir=workdir)
+        os.close(fd)
+        self.config_path = Path(path)
         self.config_path.write_text(yaml.safe_dump(config))
         self.sock_path = tempfile.mktemp(prefix="notify-", dir=workdir)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -131,7 +131,8 @@ def sha_checks(text_bytes: int = 256 * 1024, ks: tuple[int, ...] = (1, 10, 100, 
         prove_s = None
         if prefixes_of is not None:  # the sweep's form: raw digests, no Decision objects
             shas = [bytes.fromhex(c.sha) for c in cands]
-            prove_s, _ = timed(lambda: prefixes_of(text, bytes.fromhex(new.sha), lengths, shas),
+            sha = bytes.fromhex(new.sha)
+            prove_s, _ = timed(lambda ls=lengths, ss=shas, h=sha: prefixes_of(text, h, ls, ss),
                                repeat)  # fmt: skip
 
         def naive(c: list[int] = lengths) -> int:

@@ -22,9 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import daemon_figures as dfig  # noqa: E402
-from bench import inproc_figures as ifig  # noqa: E402
-from bench.common import count_kv, load_average, machine, populated, top_up  # noqa: E402
+from bench import daemon_figures as dfig
+from bench import inproc_figures as ifig
+from bench.common import count_kv, load_average, machine, populated, top_up
 
 MiB = 1024 * 1024
 
@@ -39,8 +39,9 @@ def fmt(x: Any, unit: str = "", digits: int = 1) -> str:
     return f"{x:.{digits}f}{unit}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one timeline, read top down
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--quick", action="store_true", help="10x smaller directories, fewer trials")
     p.add_argument("--big", type=int, default=100_000, help="files for start-up/memory/victims")
     p.add_argument("--mid", type=int, default=10_000, help="files for the latency figure")
@@ -165,7 +166,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     if sha:
         rows.append((f"SHA-1 checks, one new snapshot ({sha[0]['judge_bytes_hashed'] // 1024} KiB "
                      "text) vs 1..1000 candidates (all true prefixes)", "flat: one pass",
-                     "; ".join(f"{s['candidates']}: {s['judge_bytes_hashed'] / 1024:.0f} KiB hashed, "
+                     "; ".join(f"{s['candidates']}: "
+                               f"{s['judge_bytes_hashed'] / 1024:.0f} KiB hashed, "
                                f"prove {fmt(s.get('prove_ms'), ' ms', 2)}, judge incl. "
                                f"decisions {s['judge_ms']:.2f} ms (hashing each prefix: "
                                f"{s['naive_bytes_hashed'] / MiB:.1f} MiB, {s['naive_ms']:.1f} ms)"
@@ -188,8 +190,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         if e:
             rows.append((f"engine re-read vs kvgroomd index, per store, {n:,} files", "ratio",
                          f"engine {e['engine_lean_ms']:.1f} ms (lean loop; emulator "
-                         f"{e['engine_emulator_ms']:.0f} ms) vs kvgroomd {e['kvgroomd_ms']:.3f} ms: "
-                         f"x{e['ratio_lean']:.0f} (emulator x{e['ratio_emulator']:.0f})"))  # fmt: skip
+                         f"{e['engine_emulator_ms']:.0f} ms) vs kvgroomd "
+                         f"{e['kvgroomd_ms']:.3f} ms: x{e['ratio_lean']:.0f} "
+                         f"(emulator x{e['ratio_emulator']:.0f})"))  # fmt: skip
     out = [f"machine: {r['machine']}; Python {r['python']}; {r['date']}; load "
            f"{r['load_at_start']} -> {r['load_at_end']}; bench took {r['total_s']:.0f} s", "",
            "| figure | target | measured |", "|---|---|---|"]  # fmt: skip

@@ -26,6 +26,7 @@ from kvgroomd.decision import Cause, Decision, Fingerprint
 from kvgroomd.evict import Budget, choose
 from kvgroomd.index import (
     NAME,
+    TAIL_KNOWN,
     Change,
     Drift,
     Index,
@@ -35,6 +36,7 @@ from kvgroomd.index import (
     snapshot_of,
 )
 from kvgroomd.names import SnapshotName, classify, is_snapshot_name
+from kvgroomd.prefix import tail_of
 from kvgroomd.read import (
     Beside,
     Invalid,
@@ -47,6 +49,7 @@ from kvgroomd.read import (
 )
 from kvgroomd.scan import scan_temps
 from kvgroomd.scoring import POLICIES
+from kvgroomd.snapshot import Reason
 from kvgroomd.supersede import (
     CHAIN_REASONS,
     TRIGGERS,
@@ -56,11 +59,7 @@ from kvgroomd.supersede import (
     prefixes_of,
     sweep_pairs_flat,
 )
-from kvgroomd.index import TAIL_KNOWN
-from kvgroomd.prefix import tail_of
-from kvgroomd.snapshot import Reason
 from kvgroomd.unlink import Result, apply
-
 
 _FP = ("dev", "ino", "size", "mtime_ns")
 _LOAD_PART = 16384  # files read, parsed and indexed at a time (bounds the peak memory)
@@ -225,9 +224,10 @@ class Groomer:
                 new = index.get(name)
                 if new is None:
                     continue  # superseded itself earlier in this pass
+                snaps = (index.get(old) for _, old in group)
                 self.execute(decide(o, Cause.SUPERSEDED, now, superseded_by=new.sha,
                                     superseded_by_tokens=new.header.tokens)
-                             for o in (index.get(old) for _, old in group) if o is not None)  # fmt: skip
+                             for o in snaps if o is not None)  # fmt: skip
         self._swept = index.generation
 
     def _prove(self, n_rows: npt.NDArray[np.intp], bounds: npt.NDArray[np.intp],
@@ -453,7 +453,7 @@ class Groomer:
                 if fp is not None and fp == Fingerprint(*(int(rows[f][j]) for f in _FP)):
                     take[j] = False
         new = take & (self.index.rows_of(names) < 0) if len(self.index) else take
-        for j in np.flatnonzero(take & ~new):  # known names: put() tells what changed
+        for j in np.flatnonzero(take & ~new).tolist():  # known names: put() tells what changed
             self._put(snapshot_of(names[j].decode(), rows[j]), quiet=quiet)
         fresh = np.flatnonzero(new)
         base = len(self.index)

@@ -29,7 +29,6 @@ from kvgroomd.index import (
     BKEY_KNOWN,
     ODD_NAME,
     ROW,
-    SHA_FIELDS,
     TAIL_KNOWN,
     Snapshot,
     names_array,
@@ -308,7 +307,8 @@ def _tails(dfd: int, chunk: Sequence[str], want: list[tuple[int, int]]) -> dict[
     return out
 
 
-def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str],
+def _parse_batch(  # noqa: PLR0915, PLR0917 - one vectorised pass, in the order of the format
+                 buf: npt.NDArray[np.uint8], chunk: Sequence[str],
                  part: npt.NDArray[np.bytes_], got: _Got, invalid: list[Invalid],
                  dfd: int) -> tuple[npt.NDArray[np.void], npt.NDArray[np.intp],
                                     npt.NDArray[np.int32], npt.NDArray[np.uint32]]:  # fmt: skip
@@ -344,10 +344,10 @@ def _parse_batch(buf: npt.NDArray[np.uint8], chunk: Sequence[str],
     n = len(slot)
     rows = np.zeros(n, dtype=ROW)
     sha, _ok, odd = parse_names(part[slot])  # the caller listed valid snapshot names
-    for field in SHA_FIELDS.names:
+    for field in ("sha_hi", "sha_mid", "sha_lo"):  # SHA_FIELDS
         rows[field] = sha[field]
-    for j, field in enumerate(("dev", "ino", "size", "mtime_ns")):
-        rows[field] = st[:, j]
+    for column, field in enumerate(("dev", "ino", "size", "mtime_ns")):
+        rows[field] = st[:, column]
     for field in ("created_at", "last_used", "payload_bytes", "tokens", "hits", "ctx_size",
                   "text_bytes", "quant_bits", "model_id", "abi", "ext_flags"):  # fmt: skip
         rows[field] = hdr[field]
@@ -447,7 +447,7 @@ class Beside:
         self.pid = 0
         if status != 0 or not data:
             return None
-        loaded: Loaded = pickle.loads(data)  # noqa: S301 - our own child's data
+        loaded: Loaded = pickle.loads(data)
         return loaded
 
     def cancel(self) -> None:

@@ -103,9 +103,9 @@ def test_probes_cover_every_true_prefix(odd_dir: Path) -> None:
     assert set(probes) == {i for i in range(len(names)) if int(rows["reason"][i]) in chain}
     found = 0
     for o, text_o in enumerate(texts):
-        for n in probes:
+        for n, keys in probes.items():
             if lengths[o] < lengths[n] and texts[n].startswith(text_o):
-                assert int(rows["bkey"][o]) & 0xFFFFFFFF in probes[n]
+                assert int(rows["bkey"][o]) & 0xFFFFFFFF in keys
                 found += 1
     assert found >= 2  # the 5000-byte text in the long one, at least
 
@@ -125,14 +125,16 @@ def test_beside_reads_in_a_child_what_read_many_reads(odd_dir: Path) -> None:
     assert got.rows.tobytes() == here.rows.tobytes()
     assert got.names.tolist() == here.names.tolist()
     assert got.invalid == here.invalid and got.gone == here.gone
-    assert (got.probe_rows == here.probe_rows).all() and (got.probe_keys == here.probe_keys).all()
+    assert (got.probe_rows == here.probe_rows).all()
+    assert (got.probe_keys == here.probe_keys).all()
 
 
-def test_start_up_with_a_child_reader_grooms_the_same(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_start_up_with_a_child_reader_grooms_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A start-up that forks a reader for half the files (large directories)
     indexes, covers and supersedes exactly what a single-process one does."""
-    import kvgroomd.groom as groom  # noqa: PLC0415
+    from kvgroomd import groom  # noqa: PLC0415
     from kvgroomd.config import Config  # noqa: PLC0415
     from kvgroomd.testing.engine import populate  # noqa: PLC0415
 
@@ -146,8 +148,8 @@ def test_start_up_with_a_child_reader_grooms_the_same(tmp_path: Path,
         monkeypatch.setattr(groom, "_FORK_AT", fork_at)
         g = groom.Groomer(Config(cache_dir=tmp_path / "kv", dry_run=True), Quiet())
         g.reconcile(1_790_000_000.0, startup=True)
-        cols = g.index.columns()
-        results.append((sorted(g.index.names), sorted(g.dry_removed),
-                        sorted(n for n, c in zip(g.index.names, cols["covered"], strict=True) if c)))  # fmt: skip
+        names, covered = g.index.names, g.index.columns()["covered"]
+        results.append((sorted(names), sorted(g.dry_removed),
+                        sorted(n for n, c in zip(names, covered, strict=True) if c)))  # fmt: skip
     assert results[0] == results[1]
     assert results[0][1] and results[0][2]  # something superseded and covered
