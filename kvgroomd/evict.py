@@ -44,7 +44,8 @@ _NEVER[[int(r) for r in NEVER_EVICTED]] = True
 def protected(cols: Columns, now: float, protect_new: float) -> npt.NDArray[np.bool_]:
     """Rows that budget eviction must never choose."""
     young = (now - cols["created_at"].astype(np.float64)) < protect_new
-    return _NEVER[cols["reason"]] | young
+    mask: npt.NDArray[np.bool_] = _NEVER[cols["reason"]] | young
+    return mask
 
 
 def ranking(cols: Columns, now: float, policy: Policy, params: dict[str, float] | None,
@@ -92,5 +93,7 @@ def _cheapest(cols: Columns, values: Values, needed: int) -> npt.NDArray[np.intp
         order = pool[np.lexsort((last[pool], values[pool]))]  # stable, as over all rows
         freed = np.cumsum(cols["size"][order])
         if freed[-1] >= needed or len(pool) == len(finite):
-            return order[: min(int(np.searchsorted(freed, needed)) + 1, len(order))]
+            victims: npt.NDArray[np.intp] = order[: min(int(np.searchsorted(freed, needed)) + 1,
+                                                        len(order))]  # fmt: skip
+            return victims
         k *= 4

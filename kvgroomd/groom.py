@@ -26,6 +26,7 @@ from kvgroomd.decision import Cause, Decision, Fingerprint, wrap_ns
 from kvgroomd.evict import Budget, choose
 from kvgroomd.index import (
     NAME,
+    TAIL_KNOWN,
     Change,
     Drift,
     Index,
@@ -35,9 +36,20 @@ from kvgroomd.index import (
     snapshot_of,
 )
 from kvgroomd.names import SnapshotName, classify, is_snapshot_name
-from kvgroomd.read import Invalid, fingerprint, read_many, read_snapshot, read_text, read_texts
+from kvgroomd.prefix import tail_of
+from kvgroomd.read import (
+    Beside,
+    Invalid,
+    Loaded,
+    fingerprint,
+    read_many,
+    read_snapshot,
+    read_text,
+    read_texts,
+)
 from kvgroomd.scan import scan_temps
 from kvgroomd.scoring import POLICIES
+from kvgroomd.snapshot import Reason
 from kvgroomd.supersede import (
     CHAIN_REASONS,
     TRIGGERS,
@@ -47,14 +59,11 @@ from kvgroomd.supersede import (
     prefixes_of,
     sweep_pairs_flat,
 )
-from kvgroomd.index import TAIL_KNOWN
-from kvgroomd.prefix import tail_of
-from kvgroomd.snapshot import Reason
 from kvgroomd.unlink import Result, apply
-
 
 _FP = ("dev", "ino", "size", "mtime_ns")
 _LOAD_PART = 16384  # files read, parsed and indexed at a time (bounds the peak memory)
+_FORK_AT = 20_000  # new files from which a second process reads half of them
 _NO_TAIL = (1 << 64) - 1  # "tail unknown" in _prove (a real tail of all 0xff is checked anyway)
 
 
@@ -218,9 +227,10 @@ class Groomer:
                 new = index.get(name)
                 if new is None:
                     continue  # superseded itself earlier in this pass
+                snaps = (index.get(old) for _, old in group)
                 self.execute(decide(o, Cause.SUPERSEDED, now, superseded_by=new.sha,
                                     superseded_by_tokens=new.header.tokens)
-                             for o in (index.get(old) for _, old in group) if o is not None)  # fmt: skip
+                             for o in snaps if o is not None)  # fmt: skip
         self._swept = index.generation
 
     def _prove(self, n_rows: npt.NDArray[np.intp], bounds: npt.NDArray[np.intp],
@@ -418,14 +428,35 @@ class Groomer:
         files into the index, as `_refresh` does one by one. Returns the
         prefix probes of the rows it indexed."""
         names = np.concatenate((added, names_array(changed))) if changed else added
-        parts = [self._load_part(names[i : i + _LOAD_PART], quiet=quiet)
-                 for i in range(0, len(names), _LOAD_PART)]  # fmt: skip
+        # Many new files (a start-up): a child process reads the second half
+        # meanwhile (read.Beside); this process indexes what it hands back.
+        cut = len(names) * 11 // 20  # the child also pickles: it takes a little less
+        beside = Beside(self.directory, names[cut:]) if (
+            len(names) >= _FORK_AT and not changed) else None  # fmt: skip
+        mine = names[:cut] if beside else names
+        try:
+            parts = [self._index_loaded(read_many(self.directory, mine[i : i + _LOAD_PART],
+                                                  tick=self._tick), quiet=quiet)
+                     for i in range(0, len(mine), _LOAD_PART)]  # fmt: skip
+            if beside:
+                theirs = names[cut:]
+                loaded = beside.result()
+                if loaded is None:  # the child failed: read its half here
+                    parts += [self._index_loaded(read_many(self.directory,
+                                                           theirs[i : i + _LOAD_PART],
+                                                           tick=self._tick), quiet=quiet)
+                              for i in range(0, len(theirs), _LOAD_PART)]  # fmt: skip
+                else:
+                    parts.append(self._index_loaded(loaded, quiet=quiet))
+        finally:
+            if beside is not None:
+                beside.cancel()
         if not parts:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint32)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _load_part(self, names: npt.NDArray[np.bytes_], *, quiet: bool) -> Probes:
-        loaded = read_many(self.directory, names, tick=self._tick)
+    def _index_loaded(self, loaded: Loaded, *, quiet: bool) -> Probes:
+        """Put what read_many found into the index, as `_refresh` does."""
         for name in loaded.gone:
             self.gone(name)
         for bad in loaded.invalid:
@@ -438,7 +469,7 @@ class Groomer:
                 if fp is not None and fp == Fingerprint(*(int(rows[f][j]) for f in _FP)):
                     take[j] = False
         new = take & (self.index.rows_of(names) < 0) if len(self.index) else take
-        for j in np.flatnonzero(take & ~new):  # known names: put() tells what changed
+        for j in np.flatnonzero(take & ~new).tolist():  # known names: put() tells what changed
             self._put(snapshot_of(names[j].decode(), rows[j]), quiet=quiet)
         fresh = np.flatnonzero(new)
         base = len(self.index)

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -179,8 +179,9 @@ def decide_rows(index: Index, rows: npt.NDArray[np.intp], cause: Cause, now: flo
     fixed = {k: v for k, v in extra.items() if not isinstance(v, np.ndarray)}
     labels, pack, magic, version = _LABELS, _HEADER.pack, MAGIC, VERSION
     out = []
+    rows_values = zip(names, *col.values(), strict=True)
     for j, (name, dev, ino, size, mtime_ns, created, last, payload, tokens, hits, ctx, text,
-            reason, code, quant, model, abi, ext) in enumerate(zip(names, *col.values())):  # fmt: skip
+            reason, code, quant, model, abi, ext) in enumerate(rows_values):  # fmt: skip
         fields = {"sha": name[:40].lower(), "reason": labels[reason], "tokens": tokens,
                   "hits": hits, "size": size, "age_s": max(0, round(now - created)), **fixed}
         for k, v in per_row:
@@ -194,7 +195,7 @@ def decide_rows(index: Index, rows: npt.NDArray[np.intp], cause: Cause, now: flo
 
 def snapshot_of(name: str, record: np.void) -> Snapshot:
     """The Snapshot a `ROW` record describes, under file name `name`."""
-    return _from_row(name, record.item())
+    return _from_row(name, cast("tuple[Any, ...]", record.item()))
 
 
 # Many names at once travel as a NAME array (43 ASCII bytes each), not as a
@@ -227,7 +228,8 @@ def parse_names(names: npt.NDArray[np.bytes_]) -> tuple[npt.NDArray[np.void], np
     ok = (nib != 255).all(axis=1) & (raw[:, 40:] == np.frombuffer(b".kv", np.uint8)).all(axis=1)
     upper = ((raw[:, :40] >= ord("A")) & (raw[:, :40] <= ord("F"))).any(axis=1)
     sha = (nib[:, 0::2] << 4) | nib[:, 1::2]
-    return np.ascontiguousarray(sha).view(SHA_FIELDS).reshape(len(names)), ok, upper
+    fields: npt.NDArray[np.void] = np.ascontiguousarray(sha).view(SHA_FIELDS).reshape(len(names))
+    return fields, np.asarray(ok, dtype=bool), np.asarray(upper, dtype=bool)
 
 
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -363,7 +365,8 @@ class Index:
         """Home slot of a SHA-1 (Fibonacci hashing of its two u64 pieces)."""
         return (((hi ^ lo) * _GOLDEN) & _M64) >> self._shift
 
-    def _homes(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+    def _homes(self, hi: npt.NDArray[np.uint64],
+               lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:  # fmt: skip
         return (((hi ^ lo) * np.uint64(_GOLDEN)) >> np.uint64(self._shift)).astype(np.intp)
 
     def _find(self, name: str) -> tuple[int, int]:
@@ -472,7 +475,7 @@ class Index:
             self.generation += 1
         else:
             change = Change.UPDATED
-            row = row[:23] + (old[23],) + row[24:]  # the same file keeps what its text told
+            row = (*row[:23], old[23], *row[24:])  # the same file keeps what its text told
         if row == old:
             return Change.UNCHANGED
         self._bytes += s.seen.size - old[5]
@@ -533,7 +536,7 @@ class Index:
         if not len(names) or not self._n:
             return out
         want, ok, upper = parse_names(names_array(names))
-        for i in np.flatnonzero(ok & upper):  # upper-case names: one by one
+        for i in np.flatnonzero(ok & upper).tolist():  # upper-case names: one by one
             n = names[i]
             out[i] = self._find(n.decode() if isinstance(n, bytes) else n)[1]
         idx = np.flatnonzero(ok & ~upper)

@@ -94,14 +94,15 @@ def candidate_rows(index: Index, new: Snapshot, *, strict_quant: bool,
     exact = np.isin(sub["bkey"], probes) | ((sub["flags"] & BKEY_KNOWN) == 0)
     rows, sub = rows[exact], sub[exact]
     rows = rows[_candidate_mask(sub, cols[row], strict_quant=strict_quant)]
-    return rows[tail_matches(cols, rows, text)]
+    out: npt.NDArray[np.intp] = rows[tail_matches(cols, rows, text)]
+    return out
 
 
 def tail_matches(cols: Columns, rows: npt.NDArray[np.intp], text: bytes) -> npt.NDArray[np.bool_]:
     """For each row: could its text be a prefix of `text`, by its last 8
     bytes? (True when its tail is unknown.) One gather over `text`."""
     length = cols["text_bytes"][rows].astype(np.intp)
-    ok = (cols["flags"][rows] & TAIL_KNOWN) == 0
+    ok: npt.NDArray[np.bool_] = (cols["flags"][rows] & TAIL_KNOWN) == 0
     check = ~ok & (length <= len(text))
     win = windows(text)
     long = check & (length >= TAIL_BYTES)
@@ -189,8 +190,10 @@ def prefixes_of(text: bytes, sha: bytes, lengths: Sequence[int],
     return out if running.digest() == sha else None
 
 
-def sweep_plan(index: Index, *, strict_quant: bool, probes: Probes | None = None,
-               tick: Callable[[], None] = lambda: None) -> list[tuple[str, tuple[str, ...]]]:  # fmt: skip
+def sweep_plan(
+    index: Index, *, strict_quant: bool, probes: Probes | None = None,
+    tick: Callable[[], None] = lambda: None,
+) -> list[tuple[str, tuple[str, ...]]]:  # fmt: skip
     """For a full pass: each snapshot that has candidates, longest text first,
     with the names of its candidates, computed before anything is unlinked.
 
@@ -246,8 +249,11 @@ def sweep_pairs(index: Index, probes: Probes, *,
     return [(int(n), o_rows[bounds[i] : bounds[i + 1]]) for i, n in enumerate(n_rows)]
 
 
-def sweep_pairs_flat(index: Index, probes: Probes, *, strict_quant: bool,
-                     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:  # fmt: skip
+Rows = npt.NDArray[np.intp]
+
+
+def sweep_pairs_flat(index: Index, probes: Probes, *,
+                     strict_quant: bool) -> tuple[Rows, Rows, Rows]:  # fmt: skip
     """`sweep_pairs` as flat arrays (no Python object per pair): N rows,
     longest first, and `o_rows[bounds[i]:bounds[i + 1]]` the candidates of
     `n_rows[i]`."""

@@ -9,6 +9,7 @@ import shutil
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kvgroomd.index import Index
@@ -106,8 +107,53 @@ def test_probes_cover_every_true_prefix(odd_dir: Path) -> None:
     assert set(probes) == {i for i in range(len(names)) if int(rows["reason"][i]) in chain}
     found = 0
     for o, text_o in enumerate(texts):
-        for n in probes:
+        for n, keys in probes.items():
             if lengths[o] < lengths[n] and texts[n].startswith(text_o):
-                assert int(rows["bkey"][o]) & 0xFFFFFFFF in probes[n]
+                assert int(rows["bkey"][o]) & 0xFFFFFFFF in keys
                 found += 1
     assert found >= 2  # the 5000-byte text in the long one, at least
+
+
+def test_beside_reads_in_a_child_what_read_many_reads(odd_dir: Path) -> None:
+    """read.Beside hands back, from a forked child, what read_many finds."""
+    from kvgroomd.index import NAME  # noqa: PLC0415
+    from kvgroomd.read import Beside  # noqa: PLC0415
+
+    names = np.array([n.encode() for n in sorted(os.listdir(odd_dir))], dtype=NAME)
+    here = read_many(odd_dir, names)
+    beside = Beside(odd_dir, names)
+    assert beside
+    got = beside.result()
+    beside.cancel()
+    assert got is not None
+    assert got.rows.tobytes() == here.rows.tobytes()
+    assert got.names.tolist() == here.names.tolist()
+    assert got.invalid == here.invalid and got.gone == here.gone
+    assert (got.probe_rows == here.probe_rows).all()
+    assert (got.probe_keys == here.probe_keys).all()
+
+
+def test_start_up_with_a_child_reader_grooms_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start-up that forks a reader for half the files (large directories)
+    indexes, covers and supersedes exactly what a single-process one does."""
+    from kvgroomd import groom  # noqa: PLC0415
+    from kvgroomd.config import Config  # noqa: PLC0415
+    from kvgroomd.testing.engine import populate  # noqa: PLC0415
+
+    class Quiet:
+        def __getattr__(self, _name: str) -> object:
+            return lambda *a, **kw: None
+
+    populate(tmp_path / "kv", 3000, seed=4)
+    results = []
+    for fork_at in (10**9, 100):
+        monkeypatch.setattr(groom, "_FORK_AT", fork_at)
+        g = groom.Groomer(Config(cache_dir=tmp_path / "kv", dry_run=True), Quiet())
+        g.reconcile(1_790_000_000.0, startup=True)
+        names, covered = g.index.names, g.index.columns()["covered"]
+        results.append((sorted(names), sorted(g.dry_removed),
+                        sorted(n for n, c in zip(names, covered, strict=True) if c)))  # fmt: skip
+    assert results[0] == results[1]
+    assert results[0][1] and results[0][2]  # something superseded and covered

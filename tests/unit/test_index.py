@@ -356,7 +356,8 @@ class TestCompactIndex:
 
     def test_names_differing_only_in_case_are_two_files(self) -> None:
         """`AB..AB.kv` and `ab..ab.kv` are two files (same SHA-1, same table key)."""
-        upper, lower = snapshot(name="AB" * 20 + ".kv", hits=1), snapshot(name="ab" * 20 + ".kv", hits=2)
+        upper = snapshot(name="AB" * 20 + ".kv", hits=1)
+        lower = snapshot(name="ab" * 20 + ".kv", hits=2)
         index = index_of(upper, lower)
         assert index.get(upper.name) == upper
         assert index.get(lower.name) == lower

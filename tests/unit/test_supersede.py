@@ -450,8 +450,8 @@ class TestSweepByProbes:
         rows = candidate_rows(index, new, strict_quant=False, text=shared)
         assert [index.name_at(int(r)) for r in rows] == [o_true.name]
         sha = bytes.fromhex
-        assert prefixes_of(shared, sha(new.sha), [1500, 1500, 3000],
-                           [sha(o_true.sha), sha(o_false.sha), sha(o_true.sha)]) == [True, False, False]
+        shas = [sha(o_true.sha), sha(o_false.sha), sha(o_true.sha)]
+        assert prefixes_of(shared, sha(new.sha), [1500, 1500, 3000], shas) == [True, False, False]
         assert prefixes_of(shared, sha(o_true.sha), [1500], [sha(o_true.sha)]) is None
 
 
