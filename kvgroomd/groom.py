@@ -269,14 +269,29 @@ class Groomer:
         cols = self.index.columns()
         rows = np.flatnonzero(np.isin(cols["reason"], [int(r) for r in CHAIN_REASONS]))
         names = self.index.names_array(rows)
-        loaded = read_many(self.directory, names, tick=self._tick)
-        at = self.index.rows_of(loaded.names)
+        cut = len(names) * 11 // 20
+        beside = Beside(self.directory, names[cut:]) if len(names) >= _FORK_AT else None
+        try:
+            parts = [read_many(self.directory, names[:cut] if beside else names,
+                               tick=self._tick)]  # fmt: skip
+            if beside:
+                theirs = beside.result()
+                parts.append(theirs if theirs is not None
+                             else read_many(self.directory, names[cut:], tick=self._tick))  # fmt: skip
+        finally:
+            if beside is not None:
+                beside.cancel()
+        out_rows, out_keys = [], []
         cols = self.index.columns()
-        same = (at >= 0)
-        same[same] = ((cols["dev"][at[same]] == loaded.rows["dev"][same])
-                      & (cols["ino"][at[same]] == loaded.rows["ino"][same]))  # fmt: skip
-        keep = same[loaded.probe_rows]
-        return at[loaded.probe_rows[keep]].astype(np.int32), loaded.probe_keys[keep]
+        for loaded in parts:
+            at = self.index.rows_of(loaded.names)
+            same = at >= 0
+            same[same] = ((cols["dev"][at[same]] == loaded.rows["dev"][same])
+                          & (cols["ino"][at[same]] == loaded.rows["ino"][same]))  # fmt: skip
+            keep = same[loaded.probe_rows]
+            out_rows.append(at[loaded.probe_rows[keep]].astype(np.int32))
+            out_keys.append(loaded.probe_keys[keep])
+        return np.concatenate(out_rows), np.concatenate(out_keys)
 
     def clean_leaks(self, now: float) -> None:
         """Opt-in leak cleanup (config `cleanup.*`): crash-left temp files and
