@@ -270,8 +270,8 @@ class Groomer:
             found = prefixes_of(text, n_sha[i].tobytes(), [lengths[k] for k in maybe],
                                 [o_sha[a + k].tobytes() for k in maybe])  # fmt: skip
             if found:
-                for k, ok in zip(maybe, found, strict=True):
-                    proven[a + k] = ok
+                for k, yes in zip(maybe, found, strict=True):
+                    proven[a + k] = yes
         return proven
 
     def _probes(self) -> Probes:
@@ -287,8 +287,9 @@ class Groomer:
                                tick=self._tick)]  # fmt: skip
             if beside:
                 theirs = beside.result()
-                parts.append(theirs if theirs is not None
-                             else read_many(self.directory, names[cut:], tick=self._tick))  # fmt: skip
+                if theirs is None:  # the child failed: read its part here
+                    theirs = read_many(self.directory, names[cut:], tick=self._tick)
+                parts.append(theirs)
         finally:
             if beside is not None:
                 beside.cancel()

@@ -176,8 +176,9 @@ def test_sweep_when_every_text_shares_a_long_system_prompt(tmp_path: Path) -> No
     for seed in range(40):
         conv = Conversation(seed, system=prompt)
         conv.grow_to(3000, turn_tokens=400)
+        top = (Reason.EVICT, Reason.COLD)[seed % 2]
         for i, (n, reason) in enumerate(((1600, Reason.CONTINUED), (2200, Reason.CONTINUED),
-                                         (2900, (Reason.EVICT, Reason.COLD)[seed % 2]))):  # fmt: skip
+                                         (2900, top))):  # fmt: skip
             if seed % 3 == 0 and i == 2:
                 continue  # some chains end on a continued
             path = engine.store(conv.text(n), n, reason, ctx_size=(65536, 32768)[seed % 5 == 0])
