@@ -222,6 +222,21 @@ def engine_vs_index(g: Groomer, directory: Path, *, system_seed: int, stores: in
     }
 
 
+def reconcile_costs(g: Groomer) -> dict[str, Any]:
+    """The periodic rescan (every reconcile_interval, 300 s by default): with
+    nothing changed (lstat of every file, no sweep) and after a change (the
+    sweep re-reads every chain file's text head for its probes)."""
+    out: dict[str, Any] = {"entries": len(g.index)}
+    t, c = time.perf_counter(), time.process_time()
+    g.reconcile(time.time())
+    out["unchanged_s"], out["unchanged_cpu_s"] = time.perf_counter() - t, time.process_time() - c
+    g._swept = -1  # as after any landing, removal or replacement
+    t, c = time.perf_counter(), time.process_time()
+    g.reconcile(time.time())
+    out["changed_s"], out["changed_cpu_s"] = time.perf_counter() - t, time.process_time() - c
+    return out
+
+
 def index_bytes(g: Groomer) -> dict[str, Any]:
     """What the index itself holds (numpy rows; Python containers are measured
     as the process RSS by the daemon figures)."""

@@ -36,7 +36,7 @@ from kvgroomd.index import (
     snapshot_of,
 )
 from kvgroomd.names import SnapshotName, classify, is_snapshot_name
-from kvgroomd.prefix import tail_of
+from kvgroomd.prefix import TAIL_BYTES, tail_of, windows
 from kvgroomd.read import (
     Beside,
     Invalid,
@@ -64,6 +64,7 @@ from kvgroomd.unlink import Result, apply
 _FP = ("dev", "ino", "size", "mtime_ns")
 _LOAD_PART = 16384  # files read, parsed and indexed at a time (bounds the peak memory)
 _FORK_AT = 20_000  # new files from which a second process reads half of them
+_MANY = 32  # candidates of one text from which _prove checks their tails with numpy
 _NO_TAIL = (1 << 64) - 1  # "tail unknown" in _prove (a real tail of all 0xff is checked anyway)
 
 
@@ -254,16 +255,26 @@ class Groomer:
             if text is None:
                 continue  # changed or gone under us; its own event follows
             a, b = int(bounds[i]), int(bounds[i + 1])
-            lengths, tails = o_len[a:b].tolist(), o_tail[a:b].tolist()
-            maybe = [k for k in range(b - a) if lengths[k] <= len(text) and (
-                tails[k] == _NO_TAIL or tail_of(text, lengths[k]) == tails[k])]  # fmt: skip
+            if b - a > _MANY:  # texts sharing a long prefix (a big system prompt): numpy
+                lengths = o_len[a:b].astype(np.intp)
+                ok = lengths <= len(text)
+                win, tail = windows(text), o_tail[a:b]
+                check = ok & (lengths >= TAIL_BYTES) & (tail != _NO_TAIL)
+                if win is not None and check.any():
+                    ok[check] = win[lengths[check] - TAIL_BYTES] == tail[check]
+                maybe = np.flatnonzero(ok).tolist()
+                lengths = lengths.tolist()
+            else:
+                lengths, tails = o_len[a:b].tolist(), o_tail[a:b].tolist()
+                maybe = [k for k in range(b - a) if lengths[k] <= len(text) and (
+                    tails[k] == _NO_TAIL or tail_of(text, lengths[k]) == tails[k])]  # fmt: skip
             if not maybe:
                 continue
             found = prefixes_of(text, n_sha[i].tobytes(), [lengths[k] for k in maybe],
                                 [o_sha[a + k].tobytes() for k in maybe])  # fmt: skip
             if found:
-                for k, ok in zip(maybe, found, strict=True):
-                    proven[a + k] = ok
+                for k, yes in zip(maybe, found, strict=True):
+                    proven[a + k] = yes
         return proven
 
     def _probes(self) -> Probes:
@@ -272,14 +283,30 @@ class Groomer:
         cols = self.index.columns()
         rows = np.flatnonzero(np.isin(cols["reason"], [int(r) for r in CHAIN_REASONS]))
         names = self.index.names_array(rows)
-        loaded = read_many(self.directory, names, tick=self._tick)
-        at = self.index.rows_of(loaded.names)
+        cut = len(names) * 11 // 20
+        beside = Beside(self.directory, names[cut:]) if len(names) >= _FORK_AT else None
+        try:
+            parts = [read_many(self.directory, names[:cut] if beside else names,
+                               tick=self._tick)]  # fmt: skip
+            if beside:
+                theirs = beside.result()
+                if theirs is None:  # the child failed: read its part here
+                    theirs = read_many(self.directory, names[cut:], tick=self._tick)
+                parts.append(theirs)
+        finally:
+            if beside is not None:
+                beside.cancel()
+        out_rows, out_keys = [], []
         cols = self.index.columns()
-        same = (at >= 0)
-        same[same] = ((cols["dev"][at[same]] == loaded.rows["dev"][same])
-                      & (cols["ino"][at[same]] == loaded.rows["ino"][same]))  # fmt: skip
-        keep = same[loaded.probe_rows]
-        return at[loaded.probe_rows[keep]].astype(np.int32), loaded.probe_keys[keep]
+        for loaded in parts:
+            at = self.index.rows_of(loaded.names)
+            same = at >= 0
+            same[same] = ((cols["dev"][at[same]] == loaded.rows["dev"][same])
+                          & (cols["ino"][at[same]] == loaded.rows["ino"][same]))  # fmt: skip
+            keep = same[loaded.probe_rows]
+            out_rows.append(at[loaded.probe_rows[keep]].astype(np.int32))
+            out_keys.append(loaded.probe_keys[keep])
+        return np.concatenate(out_rows), np.concatenate(out_keys)
 
     def clean_leaks(self, now: float) -> None:
         """Opt-in leak cleanup (config `cleanup.*`): crash-left temp files and

@@ -157,3 +157,48 @@ def test_start_up_with_a_child_reader_grooms_the_same(
                         sorted(n for n, c in zip(names, covered, strict=True) if c)))  # fmt: skip
     assert results[0] == results[1]
     assert results[0][1] and results[0][2]  # something superseded and covered
+
+
+def test_sweep_when_every_text_shares_a_long_system_prompt(tmp_path: Path) -> None:
+    """Agent deployments start every text with a system prompt of several KiB,
+    longer than the 4 KiB of text the prefix keys cover: every text then has
+    every shorter one as a candidate. The start-up sweep must still find
+    exactly the true relations: covered = a strict prefix of some compatible
+    longer chain text, superseded = a continued one of those, if one of its
+    longer texts is cold or continued."""
+    from kvgroomd.config import Config  # noqa: PLC0415
+    from kvgroomd.groom import Groomer  # noqa: PLC0415
+    from kvgroomd.testing.engine import Conversation, Engine, system_prompt  # noqa: PLC0415
+
+    class Quiet:
+        def __getattr__(self, _name: str) -> object:
+            return lambda *a, **kw: None
+
+    engine = Engine(tmp_path / "kv", sparse=True)
+    prompt = system_prompt(3, 1500)  # ~6.5 KiB
+    texts: dict[str, tuple[bytes, Reason]] = {}
+    for seed in range(40):
+        conv = Conversation(seed, system=prompt)
+        conv.grow_to(3000, turn_tokens=400)
+        top = (Reason.EVICT, Reason.COLD)[seed % 2]
+        for i, (n, reason) in enumerate(((1600, Reason.CONTINUED), (2200, Reason.CONTINUED),
+                                         (2900, top))):  # fmt: skip
+            if seed % 3 == 0 and i == 2:
+                continue  # some chains end on a continued
+            path = engine.store(conv.text(n), n, reason, ctx_size=(65536, 32768)[seed % 5 == 0])
+            texts[path.name] = (conv.text(n), reason)
+    g = Groomer(Config(cache_dir=tmp_path / "kv", dry_run=True), Quiet())
+    g.reconcile(1_790_000_000.0, startup=True)
+
+    ctx = {name: engine.entry(name).header.ctx_size for name in texts}  # type: ignore[union-attr]
+    covered, superseded = set(), set()
+    for o, (to, ro) in texts.items():
+        for n, (tn, rn) in texts.items():
+            if len(to) < len(tn) and tn.startswith(to) and ctx[n] <= ctx[o]:
+                covered.add(o)
+                if ro is Reason.CONTINUED and rn in (Reason.COLD, Reason.CONTINUED):
+                    superseded.add(o)
+    assert set(g.dry_removed) == superseded
+    names, flags = g.index.names, g.index.columns()["covered"]
+    assert {n for n, c in zip(names, flags, strict=True) if c} == covered - superseded
+    assert len(superseded) > 20 and len(covered - superseded) > 5
