@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from importlib.metadata import version
 from pathlib import Path
@@ -21,11 +20,11 @@ class TestHelpAndVersion:
         assert code == 0
         assert out.startswith(f"usage: kvgroomd {command}")
 
-    def test_simulate_has_help_where_the_simulator_exists(self, cli_inproc: Any) -> None:
-        """`kvgroomd simulate --help` exits 0 once kvgroomd.simulate is installed."""
-        if importlib.util.find_spec("kvgroomd.simulate") is None:
-            pytest.skip("kvgroomd.simulate is not on this branch")
-        assert cli_inproc("simulate", "--help")[0] == 0
+    def test_simulate_has_help(self, cli_inproc: Any) -> None:
+        """`kvgroomd simulate --help` prints the simulator's usage and exits 0."""
+        code, out, _ = cli_inproc("simulate", "--help")
+        assert code == 0
+        assert out.startswith("usage: kvgroomd simulate")
 
     def test_version(self, cli_inproc: Any) -> None:
         """`kvgroomd --version` prints the installed version and exits 0."""
