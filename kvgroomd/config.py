@@ -261,7 +261,8 @@ def _policy(r: _Reader, knode: yaml.Node, vnode: yaml.Node) -> tuple[str, dict[s
     name = r.value(name_node[1], "policy.name") if name_node else DEFAULT_POLICY
     if name not in POLICIES:
         node = name_node[1] if name_node else vnode
-        raise r.error(node, "policy.name", f"unknown policy {name!r} (known: {', '.join(POLICIES)})")
+        known = ", ".join(POLICIES)
+        raise r.error(node, "policy.name", f"unknown policy {name!r} (known: {known})")
     defaults = POLICIES[str(name)].defaults
     params: dict[str, float] = {}
     for key, (kn, v) in raw.items():

@@ -76,7 +76,9 @@ def engine_score(cols: Columns, now: float, _params: Mapping[str, float]) -> Val
     hits = np.where(hits < 0.01, 0.0, hits)
     size = np.maximum(cols["size"].astype(np.float64), 1.0)
     score = (hits + 1.0) * cols["tokens"] / size
-    return np.where(_reason_is(cols, Reason.COLD, Reason.EVICT, Reason.SHUTDOWN), score * 2, score)
+    doubled: Values = np.where(_reason_is(cols, Reason.COLD, Reason.EVICT, Reason.SHUTDOWN),
+                               score * 2, score)  # fmt: skip
+    return doubled
 
 
 # The default policy. Each value was chosen by replaying the scenario library

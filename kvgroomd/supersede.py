@@ -60,13 +60,14 @@ def _candidate_mask(cols: Columns, new: np.void, *, strict_quant: bool) -> npt.N
     """Rows that may be strict prefixes of the row `new`: shorter, of a chain
     reason, in its text-head bucket (or too short to have one), compatible."""
     heads = cols["head"]
-    return (
+    mask: npt.NDArray[np.bool_] = (
         (cols["text_bytes"] < new["text_bytes"])
         & _IS_CHAIN[cols["reason"]]
         & ((heads == new["head"]) | (heads == SHORT_HEAD))
         & _compatible(cols, int(new["model_id"]), int(new["ctx_size"]),
                       int(new["quant_bits"]), int(new["abi"]), strict_quant=strict_quant)
     )  # fmt: skip
+    return mask
 
 
 def candidate_rows(index: Index, new: Snapshot, *, strict_quant: bool,
