@@ -57,11 +57,16 @@ def _may_delete(d: Decision) -> bool:
     return isinstance(kind, SnapshotName)
 
 
-def _fingerprint(st: os.stat_result) -> Fingerprint:
-    return Fingerprint.of(st)
+def _os_error(e: OSError, log: Any, fields: dict[str, Any]) -> Outcome:
+    """A failed lstat or rename: gone (the engine removed it first) is normal."""
+    if isinstance(e, FileNotFoundError):
+        log.debug(events.UNLINK_SKIPPED, why="gone", **fields)
+        return Outcome(Result.GONE)
+    log.warning(events.UNLINK_FAILED, why=e.strerror, errno=e.errno, **fields)
+    return Outcome(Result.FAILED)
 
 
-def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,  # noqa: PLR0911 - one return per outcome
+def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,
           log: Any, context: dict[str, Any] | None = None) -> Outcome:  # fmt: skip
     """Carry out one decision and log what happened (one line per decision).
 
@@ -77,16 +82,12 @@ def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,  # noqa: P
     path = directory / d.name
     try:
         st = os.lstat(path)  # lstat: a symlink is never followed
-    except FileNotFoundError:
-        log.debug(events.UNLINK_SKIPPED, why="gone", **fields)
-        return Outcome(Result.GONE)
     except OSError as e:
-        log.warning(events.UNLINK_FAILED, why=e.strerror, errno=e.errno, **fields)
-        return Outcome(Result.FAILED)
+        return _os_error(e, log, fields)
     if not stat.S_ISREG(st.st_mode):
         log.error(events.UNLINK_REFUSED, why="not a regular file", **fields)
         return Outcome(Result.REFUSED)
-    if _fingerprint(st) != d.seen:
+    if Fingerprint.of(st) != d.seen:
         log.info(events.UNLINK_SKIPPED, why="changed", **fields)
         return Outcome(Result.CHANGED)
     size = st.st_size
@@ -102,14 +103,10 @@ def _compare_and_delete(directory: Path, d: Decision, usage: int, log: Any,
     held = directory / f"{QUARANTINE_PREFIX}{d.name}"
     try:
         os.rename(path, held)  # atomically takes whatever the name holds now
-    except FileNotFoundError:
-        log.debug(events.UNLINK_SKIPPED, why="gone", **fields)
-        return Outcome(Result.GONE)
     except OSError as e:
-        log.warning(events.UNLINK_FAILED, why=e.strerror, errno=e.errno, **fields)
-        return Outcome(Result.FAILED)
+        return _os_error(e, log, fields)
     st = os.lstat(held)
-    if not stat.S_ISREG(st.st_mode) or _fingerprint(st) != d.seen or not _same_header(held, d):
+    if not stat.S_ISREG(st.st_mode) or Fingerprint.of(st) != d.seen or not _same_header(held, d):
         _put_back(held, path, log)  # the engine replaced it in between
         log.info(events.UNLINK_SKIPPED, why="changed", **fields)
         return Outcome(Result.CHANGED)
