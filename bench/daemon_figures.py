@@ -28,7 +28,7 @@ from bench.common import (
     pct,
     proc_status,
 )
-from kvgroomd.snapshot import Reason
+from kvgroomd.format.header import Reason
 from kvgroomd.testing.engine import Engine, conversation, system_prompt
 
 QUARANTINE_PREFIX = ".kvgroomd-unlinking."

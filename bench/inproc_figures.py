@@ -23,16 +23,16 @@ import numpy as np
 
 from bench.common import median
 from kvgroomd.config import Config
-from kvgroomd.decision import Fingerprint
-from kvgroomd.evict import Budget, choose, ranking
-from kvgroomd.groom import Groomer
-from kvgroomd.index import Snapshot
-from kvgroomd.scoring import POLICIES
-from kvgroomd.snapshot import PREFIX_BYTES, Header, Reason, sha1_hex
-from kvgroomd.supersede import judge
+from kvgroomd.core.decision import Fingerprint
+from kvgroomd.core.evict import Budget, choose, ranking
+from kvgroomd.core.index import Snapshot
+from kvgroomd.core.scoring import POLICIES
+from kvgroomd.core.supersede import judge
+from kvgroomd.daemon.groom import Groomer
+from kvgroomd.format.header import PREFIX_BYTES, Header, Reason, sha1_hex
 
 try:
-    from kvgroomd.supersede import prefixes_of
+    from kvgroomd.core.supersede import prefixes_of
 except ImportError:  # an older kvgroomd (to measure it too)
     prefixes_of = None
 from kvgroomd.testing.engine import Engine, conversation, eviction_score, system_prompt
@@ -86,7 +86,7 @@ def victims(g: Groomer, repeat: int = 5) -> dict[str, Any]:
     low_s, low = timed(lambda: choose(g.index, Budget(total - 1, 0.9, 120.0), now, policy), repeat)
     select_s = None
     try:
-        from kvgroomd.evict import _cheapest, protected  # noqa: PLC0415
+        from kvgroomd.core.evict import _cheapest, protected  # noqa: PLC0415
 
         def select() -> Any:
             values = policy.score(cols, now, None)

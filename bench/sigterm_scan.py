@@ -38,7 +38,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from kvgroomd.snapshot import Header, Reason
+from kvgroomd.format.header import Header, Reason
 
 PAYLOAD = 4096  # sparse: apparent size counts against the budget, disk does not
 TARGET_S = 2.0  # the promise: SIGTERM -> exit within 2 s

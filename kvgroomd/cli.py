@@ -55,7 +55,7 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground."""
-    from kvgroomd.daemon import Daemon  # noqa: PLC0415 - watchdog only where needed
+    from kvgroomd.daemon.loop import Daemon  # noqa: PLC0415 - watchdog only where needed
 
     config, overrides = _load(args)
     events.configure(config.log_format, config.log_level)
@@ -81,8 +81,8 @@ GROOM_EXIT_CODES = """exit status:
 def cmd_groom(args: argparse.Namespace) -> int:
     """One pass of leak cleanup (if enabled), supersession and budget eviction,
     with the daemon's log lines, then exit."""
-    from kvgroomd.groom import Groomer, cause_totals  # noqa: PLC0415
-    from kvgroomd.metrics import Metrics  # noqa: PLC0415 - prometheus_client only if asked
+    from kvgroomd.daemon.groom import Groomer, cause_totals  # noqa: PLC0415
+    from kvgroomd.daemon.metrics import Metrics  # noqa: PLC0415 - prometheus_client only if asked
 
     config, _ = _load(args)
     events.configure(config.log_format, config.log_level)
@@ -113,10 +113,10 @@ def cmd_groom(args: argparse.Namespace) -> int:
 
 def _inventory(args: argparse.Namespace) -> tuple[Any, str]:
     """Scan DIR read-only and build its inventory under the configured policy."""
-    from kvgroomd import inventory  # noqa: PLC0415
-    from kvgroomd.read import read_text  # noqa: PLC0415
-    from kvgroomd.scan import scan_directory  # noqa: PLC0415
-    from kvgroomd.scoring import POLICIES  # noqa: PLC0415
+    from kvgroomd.core.scoring import POLICIES  # noqa: PLC0415
+    from kvgroomd.daemon.read import read_text  # noqa: PLC0415
+    from kvgroomd.daemon.scan import scan_directory  # noqa: PLC0415
+    from kvgroomd.ops import inventory  # noqa: PLC0415
 
     if args.dir is None and args.config is None:
         args.parser.error("give DIR or --config FILE")
@@ -158,7 +158,7 @@ def _readonly(fn: Any) -> Any:
 def cmd_ls(args: argparse.Namespace) -> int:
     """List every snapshot with its policy score and eviction rank, and every
     other file with the reason it is not a snapshot. Read-only."""
-    from kvgroomd import inventory, report  # noqa: PLC0415
+    from kvgroomd.ops import inventory, report  # noqa: PLC0415
 
     inv, directory = _inventory(args)
     rows = inventory.sorted_rows(inv, args.sort, reverse=args.reverse)
@@ -174,7 +174,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     """Totals by reason, bytes against budget, chains, invalid files and leaks
     (ABI-0 files, crash-left temp files). Read-only."""
-    from kvgroomd import inventory, report  # noqa: PLC0415
+    from kvgroomd.ops import inventory, report  # noqa: PLC0415
 
     inv, directory = _inventory(args)
     st = inventory.stats(inv, directory)
@@ -188,13 +188,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     """Follow kvgroomd's JSON log (a file, or stdin) and render it for people."""
-    from kvgroomd import tail  # noqa: PLC0415
+    from kvgroomd.ops import tail  # noqa: PLC0415
 
     return tail.main(args)
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:
-    from kvgroomd.scoring import POLICIES  # noqa: PLC0415
+    from kvgroomd.core.scoring import POLICIES  # noqa: PLC0415
 
     p.add_argument("dir", nargs="?", type=Path, metavar="DIR",
                    help="the cache directory (default: cache_dir of --config)")  # fmt: skip
@@ -208,7 +208,7 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Replay a workload through the engine model, with and without kvgroomd."""
-    from kvgroomd import simulate  # noqa: PLC0415 - pulls in the simulator only here
+    from kvgroomd.sim import replay as simulate  # noqa: PLC0415 - pulls in the simulator only here
 
     return simulate.main(args.rest)
 
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.set_defaults(func=cmd_groom)
 
-    from kvgroomd.inventory import SORT_KEYS  # noqa: PLC0415
+    from kvgroomd.ops.inventory import SORT_KEYS  # noqa: PLC0415
 
     p = sub.add_parser("ls", help="list snapshots with score, rank and chain (read-only)",
                        description=cmd_ls.__doc__)  # fmt: skip
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kvgroomd` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # the simulator parses its own options (and --help)
-        from kvgroomd import simulate  # noqa: PLC0415
+        from kvgroomd.sim import replay as simulate  # noqa: PLC0415
 
         return simulate.main(argv[1:])
     args = build_parser().parse_args(argv)

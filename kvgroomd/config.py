@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from kvgroomd.scoring import DEFAULT_POLICY, POLICIES
+from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES
 
 
 class ConfigError(ValueError):

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-# The repository's parent holds `shared/` (a clone with shared/ beside it, in CI too).
-FIXTURES_DIR = (Path(__file__).resolve().parents[1] / "../shared/fixtures").resolve()
+# Real engine-written files, kept in the repository (tests/fixtures/README.md).
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "engine"
 
 
 def _manifest_files() -> list[dict[str, Any]]:
@@ -28,7 +28,7 @@ def _manifest_files() -> list[dict[str, Any]]:
 def fixtures_dir() -> Path:
     """The read-only folder of sample snapshots and its manifest.json."""
     if not (FIXTURES_DIR / "manifest.json").is_file():
-        pytest.fail(f"fixtures not found at {FIXTURES_DIR} (expected shared/ beside the repo)")
+        pytest.fail(f"fixtures not found at {FIXTURES_DIR} (tests/fixtures/engine)")
     return FIXTURES_DIR
 
 

@@ -36,9 +36,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kvgroomd.names import SnapshotName, TempName, classify
-from kvgroomd.scan import scan_directory
-from kvgroomd.unlink import QUARANTINE_PREFIX
+from kvgroomd.daemon.apply import QUARANTINE_PREFIX
+from kvgroomd.daemon.scan import scan_directory
+from kvgroomd.format.names import SnapshotName, TempName, classify
 
 Record = dict[str, Any]
 Key = tuple[str, int]  # (name, inode): one version of a name

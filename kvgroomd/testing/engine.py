@@ -39,8 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kvgroomd.names import SnapshotName, classify
-from kvgroomd.snapshot import (
+from kvgroomd.format.header import (
     ABI_CURRENT,
     ABI_LEGACY,
     EXT_TOOL_MAP,
@@ -51,6 +50,7 @@ from kvgroomd.snapshot import (
     check_size,
     sha1_hex,
 )
+from kvgroomd.format.names import SnapshotName, classify
 
 Variant = Literal["current", "legacy"]
 Clock = Callable[[], float]

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from kvgroomd.cli import main
-from kvgroomd.snapshot import Header, Reason, sha1_hex
+from kvgroomd.format.header import Header, Reason, sha1_hex
 
 Record = dict[str, Any]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kvgroomd.snapshot import Reason
+from kvgroomd.format.header import Reason
 
 engine = pytest.importorskip("kvgroomd.testing.engine")
 STEP = 1024  # continued frontiers, small so the test stays fast

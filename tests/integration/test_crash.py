@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from kvgroomd.daemon.apply import QUARANTINE_PREFIX
 from kvgroomd.testing.audit import look, plant, valid_snapshots
 from kvgroomd.testing.engine import populate
-from kvgroomd.unlink import QUARANTINE_PREFIX
 
 GiB = 1024**3
 BUDGET = 50 * GiB  # the 2,000 files hold about 600 GiB (sparse): most must go

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from kvgroomd.snapshot import TOUCH_BYTES, Header
+from kvgroomd.format.header import TOUCH_BYTES, Header
 
 # Conversation C of the fixtures, written by the engine's own store code
 # (fixtures README): each text is a strict byte prefix of the next.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from kvgroomd.snapshot import Reason
+from kvgroomd.format.header import Reason
 from kvgroomd.testing.engine import Engine, conversation, ladder
 
 

@@ -14,7 +14,7 @@ import pytest
 from watchdog.events import FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 
-from kvgroomd.snapshot import PREFIX_BYTES, TOUCH_BYTES, Header, Reason, sha1_hex
+from kvgroomd.format.header import PREFIX_BYTES, TOUCH_BYTES, Header, Reason, sha1_hex
 from kvgroomd.testing.engine import (
     Engine,
     Incoming,

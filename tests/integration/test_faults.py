@@ -18,9 +18,9 @@ import structlog
 from structlog.testing import capture_logs
 
 from kvgroomd.config import Config
-from kvgroomd.evict import Budget, choose
-from kvgroomd.groom import Groomer
-from kvgroomd.scoring import POLICIES
+from kvgroomd.core.evict import Budget, choose
+from kvgroomd.core.scoring import POLICIES
+from kvgroomd.daemon.groom import Groomer
 from kvgroomd.testing.audit import look, plant
 
 # Conversation C of the fixtures: each text is a strict byte prefix of the next.

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kvgroomd.index import Index
-from kvgroomd.names import SnapshotName, classify
-from kvgroomd.read import Invalid, read_many, read_snapshot
-from kvgroomd.snapshot import PREFIX_BYTES, Header, Reason, sha1_hex
+from kvgroomd.core.index import Index
+from kvgroomd.daemon.read import Invalid, read_many, read_snapshot
+from kvgroomd.format.header import PREFIX_BYTES, Header, Reason, sha1_hex
+from kvgroomd.format.names import SnapshotName, classify
 from kvgroomd.testing.engine import conversation
 
 
@@ -116,8 +116,8 @@ def test_probes_cover_every_true_prefix(odd_dir: Path) -> None:
 
 def test_beside_reads_in_a_child_what_read_many_reads(odd_dir: Path) -> None:
     """read.Beside hands back, from a forked child, what read_many finds."""
-    from kvgroomd.index import NAME  # noqa: PLC0415
-    from kvgroomd.read import Beside  # noqa: PLC0415
+    from kvgroomd.core.index import NAME  # noqa: PLC0415
+    from kvgroomd.daemon.read import Beside  # noqa: PLC0415
 
     names = np.array([n.encode() for n in sorted(os.listdir(odd_dir))], dtype=NAME)
     here = read_many(odd_dir, names)
@@ -138,8 +138,8 @@ def test_start_up_with_a_child_reader_grooms_the_same(
 ) -> None:
     """A start-up that forks a reader for half the files (large directories)
     indexes, covers and supersedes exactly what a single-process one does."""
-    from kvgroomd import groom  # noqa: PLC0415
     from kvgroomd.config import Config  # noqa: PLC0415
+    from kvgroomd.daemon import groom  # noqa: PLC0415
     from kvgroomd.testing.engine import populate  # noqa: PLC0415
 
     class Quiet:
@@ -167,7 +167,7 @@ def test_sweep_when_every_text_shares_a_long_system_prompt(tmp_path: Path) -> No
     longer chain text, superseded = a continued one of those, if one of its
     longer texts is cold or continued."""
     from kvgroomd.config import Config  # noqa: PLC0415
-    from kvgroomd.groom import Groomer  # noqa: PLC0415
+    from kvgroomd.daemon.groom import Groomer  # noqa: PLC0415
     from kvgroomd.testing.engine import Conversation, Engine, system_prompt  # noqa: PLC0415
 
     class Quiet:

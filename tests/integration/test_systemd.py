@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from kvgroomd.snapshot import PREFIX_BYTES, Header, Reason
+from kvgroomd.format.header import PREFIX_BYTES, Header, Reason
 
 WATCHDOG_USEC = 200_000  # the daemon pings every 0.1 s
 OLD = int(time.time()) - 3600  # created long ago: not protected from eviction

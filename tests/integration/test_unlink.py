@@ -9,11 +9,11 @@ from pathlib import Path
 import structlog
 from structlog.testing import capture_logs
 
-from kvgroomd.decision import Cause, Decision
-from kvgroomd.index import decide
-from kvgroomd.names import SnapshotName
-from kvgroomd.read import fingerprint, read_snapshot
-from kvgroomd.unlink import QUARANTINE_PREFIX, Result, apply, recover
+from kvgroomd.core.decision import Cause, Decision
+from kvgroomd.core.index import decide
+from kvgroomd.daemon.apply import QUARANTINE_PREFIX, Result, apply, recover
+from kvgroomd.daemon.read import fingerprint, read_snapshot
+from kvgroomd.format.names import SnapshotName
 
 COLD = "00919d51f332084cea61ae088886925bd2b9b2d3.kv"
 

@@ -1,5 +1,5 @@
 """Spec section 2's validity rule, written from the spec alone (not from
-kvgroomd.snapshot), as the oracle of the parser properties and the fuzzer."""
+kvgroomd.format.header), as the oracle of the parser properties and the fuzzer."""
 
 from __future__ import annotations
 

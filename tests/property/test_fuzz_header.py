@@ -21,10 +21,10 @@ import structlog
 from structlog.testing import capture_logs
 
 from kvgroomd.config import Config
-from kvgroomd.groom import Groomer
-from kvgroomd.names import SnapshotName
-from kvgroomd.read import Invalid, read_snapshot
-from kvgroomd.snapshot import Header, Unparsable
+from kvgroomd.daemon.groom import Groomer
+from kvgroomd.daemon.read import Invalid, read_snapshot
+from kvgroomd.format.header import Header, Unparsable
+from kvgroomd.format.names import SnapshotName
 from tests.property.spec import SPEC, spec_verdict
 
 RUNS = int(os.environ.get("KVGROOMD_FUZZ_RUNS", "3000"))

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvgroomd.index import Snapshot
-from kvgroomd.names import SnapshotName
-from kvgroomd.read import Invalid, read_snapshot
-from kvgroomd.snapshot import PREFIX_BYTES, Header, Reason, Unparsable, check_size
+from kvgroomd.core.index import Snapshot
+from kvgroomd.daemon.read import Invalid, read_snapshot
+from kvgroomd.format.header import PREFIX_BYTES, Header, Reason, Unparsable, check_size
+from kvgroomd.format.names import SnapshotName
 from tests.property.spec import SPEC, spec_verdict
 
 WHYS = {"short", "magic", "unknown_format", "invalid", "truncated"}

@@ -11,11 +11,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvgroomd.evict import Budget, choose
-from kvgroomd.index import Index, Snapshot
-from kvgroomd.scoring import POLICIES
-from kvgroomd.snapshot import ABI_CURRENT, Reason
-from kvgroomd.supersede import TRIGGERS, judge, prefix_candidates, sweep_plan
+from kvgroomd.core.evict import Budget, choose
+from kvgroomd.core.index import Index, Snapshot
+from kvgroomd.core.scoring import POLICIES
+from kvgroomd.core.supersede import TRIGGERS, judge, prefix_candidates, sweep_plan
+from kvgroomd.format.header import ABI_CURRENT, Reason
 from tests.unit.builders import T0, anon_name, index_of, snapshot
 
 Texts = dict[str, bytes]

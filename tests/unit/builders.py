@@ -10,9 +10,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from kvgroomd.decision import Fingerprint
-from kvgroomd.index import SHORT_HEAD, Index, Snapshot, head_key
-from kvgroomd.snapshot import ABI_CURRENT, PREFIX_BYTES, Header, Reason, sha1_hex
+from kvgroomd.core.decision import Fingerprint
+from kvgroomd.core.index import SHORT_HEAD, Index, Snapshot, head_key
+from kvgroomd.format.header import ABI_CURRENT, PREFIX_BYTES, Header, Reason, sha1_hex
 
 T0 = 1_780_000_000  # a fake "now" in late May 2026, as in the fixtures
 HOUR = 3600

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from kvgroomd.cleanup import TempFile, orphan_temps, plan, stale_format
-from kvgroomd.decision import Cause, Fingerprint
-from kvgroomd.index import Index, Snapshot
-from kvgroomd.snapshot import Header, Reason
+from kvgroomd.core.cleanup import TempFile, orphan_temps, plan, stale_format
+from kvgroomd.core.decision import Cause, Fingerprint
+from kvgroomd.core.index import Index, Snapshot
+from kvgroomd.format.header import Header, Reason
 
 NOW = 1_800_000_000.0
 

@@ -16,7 +16,7 @@ from kvgroomd.config import (
     parse_duration,
     parse_size,
 )
-from kvgroomd.scoring import DEFAULT_POLICY, POLICIES, PREFILL_DEFAULTS
+from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES, PREFILL_DEFAULTS
 
 SRC = "kvgroomd.yaml"
 

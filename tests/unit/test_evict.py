@@ -8,11 +8,11 @@ import random
 import numpy as np
 import pytest
 
-from kvgroomd.decision import Cause, Decision
-from kvgroomd.evict import NEVER_EVICTED, Budget, choose, protected, ranking
-from kvgroomd.index import Index, Snapshot, decide
-from kvgroomd.scoring import POLICIES, Policy
-from kvgroomd.snapshot import Reason
+from kvgroomd.core.decision import Cause, Decision
+from kvgroomd.core.evict import NEVER_EVICTED, Budget, choose, protected, ranking
+from kvgroomd.core.index import Index, Snapshot, decide
+from kvgroomd.core.scoring import POLICIES, Policy
+from kvgroomd.format.header import Reason
 from tests.unit.builders import DAY, HOUR, T0, index_of, snapshot
 
 NOW = T0

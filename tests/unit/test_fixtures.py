@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from kvgroomd.names import ForeignName, SnapshotName, TempName, classify
-from kvgroomd.snapshot import (
+from kvgroomd.format.header import (
     ABI_CURRENT,
     MAGIC,
     PREFIX_BYTES,
@@ -29,6 +28,7 @@ from kvgroomd.snapshot import (
     prefix_digests,
     sha1_hex,
 )
+from kvgroomd.format.names import ForeignName, SnapshotName, TempName, classify
 
 Entry = dict[str, Any]
 OLD_ENGINE = "ds4-2026-05-21"

@@ -8,9 +8,18 @@ import random
 import numpy as np
 import pytest
 
-from kvgroomd.decision import Fingerprint
-from kvgroomd.index import HEAD_BYTES, SHORT_HEAD, Change, Drift, Index, Snapshot, drift, head_key
-from kvgroomd.snapshot import Header, Reason
+from kvgroomd.core.decision import Fingerprint
+from kvgroomd.core.index import (
+    HEAD_BYTES,
+    SHORT_HEAD,
+    Change,
+    Drift,
+    Index,
+    Snapshot,
+    drift,
+    head_key,
+)
+from kvgroomd.format.header import Header, Reason
 from tests.unit.builders import T0, chat_text, fingerprint, header, index_of, snapshot
 
 

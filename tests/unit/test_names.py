@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kvgroomd.names import ForeignName, SnapshotName, TempName, classify, is_snapshot_name
-from kvgroomd.snapshot import sha1_hex
+from kvgroomd.format.header import sha1_hex
+from kvgroomd.format.names import ForeignName, SnapshotName, TempName, classify, is_snapshot_name
 
 SHA = sha1_hex(b"hello ds4")  # 40 lowercase hex digits
 MIXED = "".join(c.upper() if i % 2 else c for i, c in enumerate(SHA))

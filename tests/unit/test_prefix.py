@@ -12,7 +12,8 @@ import random
 import numpy as np
 import pytest
 
-from kvgroomd.prefix import (
+from kvgroomd.format.header import PREFIX_BYTES
+from kvgroomd.format.prefix import (
     BLOCK,
     FIRST_READ,
     HEAD_BYTES,
@@ -23,7 +24,6 @@ from kvgroomd.prefix import (
     text_keys,
     windows,
 )
-from kvgroomd.snapshot import PREFIX_BYTES
 from tests.unit.builders import chat_text
 
 AVAILABLE = FIRST_READ - PREFIX_BYTES  # text bytes one first read holds

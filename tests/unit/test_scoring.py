@@ -1,4 +1,4 @@
-"""Tests for kvgroomd.scoring: the engine's score and the default policy."""
+"""Tests for kvgroomd.core.scoring: the engine's score and the default policy."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kvgroomd.index import ROW, Columns
-from kvgroomd.scoring import DAY, DEFAULT_POLICY, HOUR, POLICIES, PREFILL_DEFAULTS
-from kvgroomd.snapshot import EXT_TOOL_MAP, Reason
+from kvgroomd.core.index import ROW, Columns
+from kvgroomd.core.scoring import DAY, DEFAULT_POLICY, HOUR, POLICIES, PREFILL_DEFAULTS
+from kvgroomd.format.header import EXT_TOOL_MAP, Reason
 
 MiB = 1 << 20
 NOW = 1_800_000_000.0

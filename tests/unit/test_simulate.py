@@ -1,4 +1,4 @@
-"""Tests for the workload model, the simulator and its targets (kvgroomd.simulate)."""
+"""Tests for the workload model, the simulator and its targets (kvgroomd.sim.replay)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kvgroomd import simulate
-from kvgroomd.simulate import DEFAULT, GroomParams, compare, replay
-from kvgroomd.snapshot import EXT_TOOL_MAP, sha1_hex
-from kvgroomd.workload import (
+from kvgroomd.format.header import EXT_TOOL_MAP, sha1_hex
+from kvgroomd.sim import replay as simulate
+from kvgroomd.sim.replay import DEFAULT, GroomParams, compare, replay
+from kvgroomd.sim.workload import (
     EngineParams,
     MiB,
     Text,

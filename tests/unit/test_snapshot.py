@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from kvgroomd import snapshot as snapshot_mod
-from kvgroomd.snapshot import (
+from kvgroomd.format import header as snapshot_mod
+from kvgroomd.format.header import (
     PREFIX_BYTES,
     TOUCH_BYTES,
     Header,

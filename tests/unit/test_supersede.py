@@ -14,11 +14,9 @@ import random
 import numpy as np
 import pytest
 
-from kvgroomd.decision import Cause
-from kvgroomd.index import Index, Snapshot
-from kvgroomd.prefix import FIRST_READ, tail_of, text_keys
-from kvgroomd.snapshot import PREFIX_BYTES, Reason, sha1_hex
-from kvgroomd.supersede import (
+from kvgroomd.core.decision import Cause
+from kvgroomd.core.index import Index, Snapshot
+from kvgroomd.core.supersede import (
     CHAIN_REASONS,
     TRIGGERS,
     Verdict,
@@ -29,6 +27,8 @@ from kvgroomd.supersede import (
     prefixes_of,
     sweep_plan,
 )
+from kvgroomd.format.header import PREFIX_BYTES, Reason, sha1_hex
+from kvgroomd.format.prefix import FIRST_READ, tail_of, text_keys
 from tests.unit.builders import CTX, DAY, T0, chat_text, index_of, snapshot
 
 NOW = T0

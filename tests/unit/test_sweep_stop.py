@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from kvgroomd.index import Index
-from kvgroomd.snapshot import Reason
-from kvgroomd.supersede import sweep_plan
+from kvgroomd.core.index import Index
+from kvgroomd.core.supersede import sweep_plan
+from kvgroomd.format.header import Reason
 from tests.unit.builders import chat_text, index_of, snapshot
 
 C = chat_text(4_000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvgroomd.tail import Filter, Summary, parse, render
+from kvgroomd.ops.tail import Filter, Summary, parse, render
 
 UNLINK = {"event": "snapshot.unlinked", "level": "info", "timestamp": "2026-11-27T14:10:03.5Z",
           "path": "/c/ab.kv", "cause": "budget", "sha": "ab" * 20, "size": 3 * 2**20,

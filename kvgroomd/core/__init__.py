@@ -1,0 +1,1 @@
+"""The decision core: index, supersession, scoring, eviction. Pure."""

@@ -1,0 +1,170 @@
+"""Eviction policies as data: named scorers over the whole index.
+
+Pure. A scorer maps the index columns and `now` to one value per snapshot:
+what keeping that file is worth per byte it holds. Higher means keep; the
+evictor removes the lowest first and knows nothing else about policies. A new
+policy is one function registered here plus its default parameters (which the
+config's `policy:` block may override, by name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from kvgroomd.core.index import Columns
+from kvgroomd.format.header import EXT_TOOL_MAP, Reason
+
+Values = npt.NDArray[np.float64]
+Scorer = Callable[[Columns, float, Mapping[str, float]], Values]
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A named scorer with its tunable parameters and their defaults."""
+
+    name: str
+    scorer: Scorer
+    defaults: Mapping[str, float] = field(default_factory=dict)
+    summary: str = ""
+
+    def score(
+        self, cols: Columns, now: float, params: Mapping[str, float] | None = None
+    ) -> Values:
+        """Values for every row, with `params` overriding the defaults."""
+        merged = {**self.defaults, **(params or {})}
+        return self.scorer(cols, now, merged)
+
+
+POLICIES: dict[str, Policy] = {}
+
+
+def register(name: str, defaults: Mapping[str, float], summary: str) -> Callable[[Scorer], Scorer]:
+    """Decorator: add a scorer to POLICIES under `name`."""
+
+    def add(fn: Scorer) -> Scorer:
+        POLICIES[name] = Policy(name, fn, dict(defaults), summary)
+        return fn
+
+    return add
+
+
+def _idle_seconds(cols: Columns, now: float) -> Values:
+    # The engine falls back to created_at until the first hit writes last_used.
+    last = np.where(cols["last_used"] > 0, cols["last_used"], cols["created_at"])
+    return np.maximum(now - last.astype(np.float64), 0.0)
+
+
+def _reason_is(cols: Columns, *reasons: Reason) -> npt.NDArray[np.bool_]:
+    return np.isin(cols["reason"], [int(r) for r in reasons])
+
+
+ENGINE_HALF_LIFE_S = 6 * HOUR  # ds4_kvstore.c: hits fade with a 6 h half-life
+
+
+@register("ds4", {}, "the engine's own eviction score (spec §3), the baseline to beat")
+def engine_score(cols: Columns, now: float, _params: Mapping[str, float]) -> Values:
+    """(h + 1) * tokens / size, h = hits decayed with a 6 h half-life (0 below
+    0.01), doubled for cold/evict/shutdown as current engines do."""
+    hits = cols["hits"] * np.exp2(-_idle_seconds(cols, now) / ENGINE_HALF_LIFE_S)
+    hits = np.where(hits < 0.01, 0.0, hits)
+    size = np.maximum(cols["size"].astype(np.float64), 1.0)
+    score = (hits + 1.0) * cols["tokens"] / size
+    doubled: Values = np.where(_reason_is(cols, Reason.COLD, Reason.EVICT, Reason.SHUTDOWN),
+                               score * 2, score)  # fmt: skip
+    return doubled
+
+
+# The default policy. Each value was chosen by replaying the scenario library
+# (scenarios/, `kvgroomd simulate`); docs/policy.md gives the measurements.
+PREFILL_DEFAULTS: Mapping[str, float] = {
+    # Hits are evidence of reuse. They fade over days, not the engine's 6
+    # hours, so a prefix reused every day does not look new every morning.
+    "hit_half_life": 7 * DAY,
+    # The chance of any further hit fades with idle time: most saves that are
+    # used again are used within the day (a resumed chat, a second question).
+    "idle_half_life": 1 * DAY,
+    # Prior hits of a file never hit yet, by reason. A chat anchor (a cold
+    # store that ends at the shared system prompt) serves every new session:
+    # high enough that a fresh 533-token anchor outranks a fresh 1.2 GiB save.
+    "prior_cold": 4.0,
+    # The engine's boundary alignment: a cold file whose token count is a
+    # multiple of it is a trimmed whole prompt, not an anchor, and is valued
+    # like a continued file.
+    "align_tokens": 2048,
+    # A continued file is a mid-prefill frontier; under an evict save it is the
+    # pre-divergence prefix (a second question on the same document).
+    "prior_continued": 0.5,
+    # An evict save is the conversation the user switched away from: a chat is
+    # often resumed, not always.
+    "prior_evict": 0.6,
+    # A shutdown save is the conversation the restart interrupted.
+    "prior_shutdown": 2.0,
+    # Unknown and agent reasons (never evicted by the budget anyway).
+    "prior_other": 0.5,
+    # An evict or shutdown save with a tool-id map trailer (ext_flags bit 0)
+    # holds sampled tool calls the client never sends back: its prior is
+    # multiplied by this.
+    "tool_factor": 0.1,
+    # A strict prefix of a compatible longer snapshot only serves prompts that
+    # diverge between the two ends. That is rare for a save of a conversation
+    # that went on (an older evict/shutdown save, a whole-prompt cold), so
+    # those are multiplied by this. Not so for a chat anchor (every new
+    # session diverges after it) nor a continued file: supersession already
+    # removed those under a longer cold/continued one, so what covers it is an
+    # evict or shutdown save, and it is the pre-divergence prefix that serves
+    # the next question on the same document.
+    "covered_factor": 0.3,
+    # Over this many tokens the engine consumes a snapshot on its first hit
+    # (cold_max_tokens), so it can save prefill at most once.
+    "consume_tokens": 30000,
+    # Files of the older format (ABI 0) that current engines never load.
+    "legacy_factor": 0.25,
+}
+
+
+@register("prefill", PREFILL_DEFAULTS, "expected prefill tokens saved per byte (default)")
+def prefill_value(cols: Columns, now: float, p: Mapping[str, float]) -> Values:
+    """Expected future hits times tokens saved per hit, per byte held:
+
+    value = (prior[reason] + hits * 2^(-idle/hit_half_life))
+            * 2^(-idle/idle_half_life) * tokens / size,
+
+    with the expected hits capped at 1 over consume_tokens and discounted for
+    tool saves, stale covered saves and legacy files (see PREFILL_DEFAULTS).
+    """
+    idle = _idle_seconds(cols, now)
+    hits = cols["hits"] * np.exp2(-idle / p["hit_half_life"])
+    reason = cols["reason"]
+    prior = np.full(len(cols), p["prior_other"])
+    for r, key in (
+        (Reason.COLD, "prior_cold"),
+        (Reason.CONTINUED, "prior_continued"),
+        (Reason.EVICT, "prior_evict"),
+        (Reason.SHUTDOWN, "prior_shutdown"),
+    ):
+        prior[reason == int(r)] = p[key]
+    tokens = cols["tokens"].astype(np.int64)
+    cold = reason == int(Reason.COLD)
+    anchor = cold & (tokens % max(int(p["align_tokens"]), 1) != 0)
+    prior = np.where(cold & ~anchor, p["prior_continued"], prior)
+    tool_save = ((cols["ext_flags"] & EXT_TOOL_MAP) != 0) & _reason_is(
+        cols, Reason.EVICT, Reason.SHUTDOWN
+    )
+    prior = np.where(tool_save, prior * p["tool_factor"], prior)
+    expected = (prior + hits) * np.exp2(-idle / p["idle_half_life"])
+    expected = np.where(tokens > p["consume_tokens"], np.minimum(expected, 1.0), expected)
+    stale = cols["covered"] & ~anchor & (reason != int(Reason.CONTINUED))
+    expected = np.where(stale, expected * p["covered_factor"], expected)
+    expected = np.where(cols["abi"] == 0, expected * p["legacy_factor"], expected)
+    size = np.maximum(cols["size"].astype(np.float64), 1.0)
+    return np.asarray(expected * tokens / size, dtype=np.float64)
+
+
+DEFAULT_POLICY = "prefill"

@@ -1,0 +1,1 @@
+"""The shell around the core: watch, read, apply, the loop, notify, metrics."""

@@ -1,0 +1,379 @@
+"""The daemon: start-up, the event loop, timers and signals. Owns the clock.
+
+Shell. One thread does all the work: the watcher's observer thread only
+enqueues events, and signal handlers only set a flag and enqueue a wake-up,
+so there is no locking anywhere. The loop sleeps in a blocking queue read
+until the next event or timer (reconcile, systemd watchdog, observer health),
+so an idle daemon uses next to no CPU.
+
+Start-up order matters: the observer starts *before* the scan, so a snapshot
+landing during the scan is either seen by the scan or queued as an event.
+READY=1 follows the start-up scan, supersession and eviction; a cache dir that
+does not exist yet is not a failed start: READY=1 says "waiting" and the loop
+watches and grooms it once it appears.
+
+systemd's watchdog is fed from this same thread (between events, and between
+files during long passes), and only while the observer is healthy: a hung
+loop or an observer that cannot be restarted stops the pings, and systemd
+restarts the service.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import queue
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from kvgroomd import log as events
+from kvgroomd.config import Config, ConfigError, format_size, load_config
+from kvgroomd.daemon.apply import recover
+from kvgroomd.daemon.groom import Groomer, Stopped
+from kvgroomd.daemon.metrics import for_config as metrics_for
+from kvgroomd.daemon.notify import Notifier
+from kvgroomd.daemon.watch import DirGone, EventQueue, Gone, Landed, Lost, Wake, Watcher
+
+DIR_RETRY_S = 1.0  # how often to look for a missing cache dir
+HEALTH_CHECK_S = 5.0  # backstop poll of the observer's threads (a handler death is an event)
+OBSERVER_FAILURES = 5  # this many observer deaths or failed starts ...
+OBSERVER_WINDOW_S = 300.0  # ... within this window: give up, exit 1
+START_EXTEND_S = 30.0  # a start-up scan still making progress asks for this much more time
+_MISSING = (errno.ENOENT, errno.ENOTDIR)  # "not there yet": wait, do not fail
+
+
+class Daemon:
+    """Runs until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+
+    def __init__(self, config: Config, log: Any, *, config_path: Path | None = None,
+                 overrides: dict[str, Any] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.config = config
+        self.config_path = config_path
+        self.overrides = overrides or {}
+        self.log = log
+        self.clock = clock
+        self.queue: EventQueue = queue.SimpleQueue()
+        self.notifier = Notifier()
+        self.groomer = Groomer(config, log, should_stop=self._tick)
+        self.watcher = Watcher(config.cache_dir, self.queue)
+        self.metrics = metrics_for(config, log)  # changes need a restart, not a reload
+        self._stop = False
+        self._stop_signal: int | None = None
+        self._reload = False
+        self._failures: collections.deque[float] = collections.deque()
+        self._watching = False
+        self._waiting = False  # the cache dir is missing: a healthy, idle state
+        self._ready_logged = False
+        self._scanned = False  # the first full scan (quiet, recovers held files) is done
+        self._starting = False
+        self._next_reconcile = 0.0
+        self._next_ping = 0.0
+        self._next_health = 0.0
+        self._next_extend = 0.0
+        self._watch_at = 0.0  # next attempt to (re)start the observer
+        self._retry_at: float | None = None  # budget or directory-error retry
+        self._last_status: str | None = None
+        self._changed = False  # metrics need a refresh
+
+    # -- signals ----------------------------------------------------------------
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self._stop = True
+        self._stop_signal = signum
+        self.queue.put(Wake())
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._reload = True
+        self.queue.put(Wake())
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped. Exit status: 0 on a clean stop, 1 on failure."""
+        self._install_signals()
+        c = self.config
+        self.log.info(events.STARTED, cache_dir=str(c.cache_dir), budget=c.budget,
+                      policy=c.policy, dry_run=c.dry_run, supersede=c.supersede,
+                      watchdog_interval=self.notifier.watchdog_interval)  # fmt: skip
+        status = 0
+        try:
+            started = self.metrics.start() and self._start()  # False: a fatal failure
+            status = self._loop() if started else 1
+        except Stopped:
+            pass  # a pass stopped between two files: nothing is half-done
+        except Exception:
+            # A bug: say so in the JSON log and exit 1 so Restart=on-failure acts.
+            self.log.exception(events.FAILED)
+            status = 1
+        finally:
+            if self._stop_signal is not None:
+                self.log.info(events.STOPPING, signal=signal.Signals(self._stop_signal).name)
+            self.notifier.stopping()
+            self.watcher.close()
+            self.metrics.close()
+            self.log.info(events.STOPPED, exit_status=status,
+                          unlinked=sum(self.groomer.totals.unlinked.values()),
+                          freed=sum(self.groomer.totals.freed.values()))  # fmt: skip
+            self.notifier.close()
+        return status
+
+    def _start(self) -> bool:
+        """Watch, scan and groom; then READY=1. False on a fatal failure."""
+        now = self.clock()
+        self._starting = True
+        self._next_extend = now + START_EXTEND_S / 3
+        if not self._begin_watching(now):
+            return False
+        if self._watching:
+            self.notifier.status(f"start-up scan of {self.config.cache_dir}")
+            try:
+                self._reconcile()
+            except OSError as e:  # e.g. unreadable: the loop retries the first scan
+                self._dir_error(e)
+        self._starting = False
+        self._refresh_metrics()
+        self.notifier.ready(self._status())
+        self._last_status = self._status()
+        if not self._waiting:
+            self._log_ready()
+        return True
+
+    def _log_ready(self) -> None:
+        """daemon.ready: the first scan and grooming are done and we watch. With
+        a missing directory systemd hears READY=1 ("waiting") at once, so the
+        start does not time out, but this line waits for the directory."""
+        g = self.groomer
+        self._ready_logged = True
+        self.log.info(events.READY, snapshots=len(g.index), dir_bytes=g.index.total_bytes,
+                      invalid=len(g.invalid), budget=self.config.budget)  # fmt: skip
+
+    def _begin_watching(self, now: float) -> bool:
+        """Try to start the observer. A missing directory means waiting; any
+        other error counts as a failure. False once failures exhaust the budget."""
+        try:
+            self.watcher.start()
+        except OSError as e:
+            self._watch_at = now + DIR_RETRY_S
+            if e.errno in _MISSING:
+                if not self._waiting:
+                    self.log.warning(events.DIR_MISSING, cache_dir=str(self.config.cache_dir),
+                                     retry_s=DIR_RETRY_S)  # fmt: skip
+                self._waiting = True
+                return True
+            self._waiting = False
+            self.log.error(events.OBSERVER_START_FAILED, cache_dir=str(self.config.cache_dir),
+                           error=e.strerror, errno=e.errno)  # fmt: skip
+            return self._count_failure(now)
+        self._watching = True
+        self._waiting = False
+        return True
+
+    def _count_failure(self, now: float) -> bool:
+        """Remember one observer failure; False when there were too many lately."""
+        self._failures.append(now)
+        while self._failures and now - self._failures[0] > OBSERVER_WINDOW_S:
+            self._failures.popleft()
+        return len(self._failures) < OBSERVER_FAILURES
+
+    def _loop(self) -> int:
+        while not self._stop:
+            try:
+                ev = self.queue.get(timeout=self._timeout())
+            except queue.Empty:
+                ev = Wake()
+            try:
+                self._handle(ev)
+                while not self._stop:  # drain what queued up meanwhile
+                    self._ping_if_due()  # a long burst is work, not a hang
+                    try:
+                        self._handle(self.queue.get_nowait())
+                    except queue.Empty:
+                        break
+                if self._reload:
+                    self._do_reload()
+                if not self._check_watcher():
+                    return 1
+                now = self.clock()
+                if now >= self._next_reconcile or (self._retry_at and now >= self._retry_at):
+                    self._reconcile()
+                self._publish_status()
+            except Stopped:
+                break
+            except OSError as e:  # e.g. the directory became unreadable
+                self._dir_error(e)
+            self._ping_if_due()
+        return 0
+
+    def _dir_error(self, e: OSError) -> None:
+        self.log.error(events.DIR_ERROR, cache_dir=str(self.config.cache_dir),
+                       error=e.strerror, errno=e.errno)  # fmt: skip
+        self._retry_at = self.clock() + DIR_RETRY_S * 5
+
+    def _timeout(self) -> float:
+        deadlines = [self._next_reconcile, self._next_health]
+        if self._retry_at:
+            deadlines.append(self._retry_at)
+        if not self._watching:
+            deadlines.append(self._watch_at)
+        if self.notifier.watchdog_interval:
+            deadlines.append(self._next_ping)
+        return max(0.0, min(deadlines) - self.clock())
+
+    def _handle(self, ev: object) -> None:
+        g = self.groomer
+        if isinstance(ev, Landed):
+            g.totals.events += 1
+            g.landed(ev.name, self.clock(), created=ev.created)
+            self.metrics.observe_latency(time.monotonic() - ev.at)
+            self._changed = True
+        elif isinstance(ev, Gone):
+            g.totals.events += 1
+            g.gone(ev.name)
+            self._changed = True
+        elif isinstance(ev, Lost):
+            self.log.warning(events.EVENTS_LOST, why=ev.why, action="rescan")
+            self._reconcile()
+        elif isinstance(ev, DirGone):
+            self.log.warning(events.DIR_MISSING, cache_dir=str(self.config.cache_dir),
+                             why="deleted while watched")  # fmt: skip
+            self.watcher.stop()
+            self._watching = False
+            self._waiting = True  # logged just now; _check_watcher retries each second
+            self._watch_at = self.clock()
+        # ObserverDied: nothing to do here; _check_watcher sees it right after.
+
+    def _publish_status(self) -> None:
+        """Send STATUS= when it changed, and refresh the metrics after any
+        change: once per wake-up, not per event (a burst is one update)."""
+        self._refresh_metrics()
+        status = self._status()
+        if status != self._last_status:
+            self.notifier.status(status)
+            self._last_status = status
+
+    def _check_watcher(self) -> bool:
+        """Restart a dead observer (and rescan); False when it keeps failing."""
+        now = self.clock()
+        self._next_health = now + HEALTH_CHECK_S
+        if self._watching and self.watcher.alive():
+            return True
+        if self._watching:  # it was running and died: say why, count it
+            self._watching = False
+            died = self.watcher.failure
+            self.watcher.stop()
+            ok = self._count_failure(now)
+            self.log.error(events.OBSERVER_DIED, deaths=len(self._failures),
+                           window_s=OBSERVER_WINDOW_S, giving_up=not ok,
+                           error=died.error if died else "observer thread ended",
+                           traceback=died.trace if died else None)  # fmt: skip
+            if not ok:
+                return False
+            self._watch_at = now
+        if now < self._watch_at:
+            return True
+        was_waiting = self._waiting
+        if not self._begin_watching(now):
+            return False
+        if not self._watching:
+            return True  # still missing (or failing): retry at _watch_at
+        after = "cache dir appeared" if was_waiting else "observer died"
+        self.log.info(events.OBSERVER_RESTARTED, cache_dir=str(self.config.cache_dir),
+                      after=after)  # fmt: skip
+        self._reconcile()  # what happened while nobody watched
+        if not self._ready_logged:
+            self._log_ready()
+        return True
+
+    def _reconcile(self) -> None:
+        now = self.clock()
+        self._next_reconcile = now + self.config.reconcile_interval
+        self._retry_at = None
+        if not self._watching:
+            return  # directory missing or observer down: _check_watcher retries
+        first = not self._scanned  # quiet (no snapshot.added per file), and
+        if first:  # the one time to put back what a crash left mid-delete
+            recover(self.config.cache_dir, self.log)
+        self.groomer.reconcile(now, startup=first)
+        self._scanned = True
+        self._changed = True
+        if self.config.budget is not None and self.groomer.index.total_bytes > self.config.budget:
+            self._retry_at = now + max(self.config.protect_new / 4, 1.0)
+
+    def _tick(self) -> bool:
+        """Between files of a long pass: feed the watchdog from this very
+        thread (a stuck pass stops the pings), keep a long but progressing
+        start-up alive, and say whether to stop."""
+        self._ping_if_due()
+        if self._starting and self.notifier.enabled and self.clock() >= self._next_extend:
+            self.notifier.extend_timeout(START_EXTEND_S)
+            self._next_extend = self.clock() + START_EXTEND_S / 3
+        return self._stop
+
+    def _healthy(self) -> bool:
+        """What a WATCHDOG=1 vouches for: the observer runs, or there is
+        legitimately nothing to watch yet."""
+        if self._watching:
+            return self.watcher.alive()
+        return self._waiting
+
+    def _ping_if_due(self) -> None:
+        if not self.notifier.watchdog_interval or self.clock() < self._next_ping:
+            return
+        if not self._healthy():
+            return  # let systemd's watchdog fire if this does not heal
+        self.notifier.watchdog()
+        self._next_ping = self.clock() + self.notifier.watchdog_interval
+
+    def _do_reload(self) -> None:
+        self._reload = False
+        self.notifier.reloading()
+        try:
+            if self.config_path is None:
+                raise ConfigError("no config file was given (--config): nothing to reload")
+            new = load_config(self.config_path).with_overrides(**self.overrides)
+            if new.cache_dir != self.config.cache_dir:
+                raise ConfigError(f"{self.config_path}: cache_dir: cannot change on reload "
+                                  f"(restart the service to watch {new.cache_dir})")  # fmt: skip
+        except ConfigError as e:
+            self.log.error(events.RELOAD_FAILED, error=str(e), kept="previous config")
+            self._ready_again()
+            return
+        old = self.config.effective()
+        changed = {k: v for k, v in new.effective().items() if old.get(k) != v}
+        self.config = new
+        self.groomer.config = new
+        events.configure(new.log_format, new.log_level)
+        self.log.info(events.RELOADED, changed=changed)
+        self._reconcile()  # a lower budget evicts now; supersede: true sweeps
+        self._ready_again()
+
+    def _refresh_metrics(self) -> None:
+        if self._changed:
+            self._changed = False
+            self.metrics.update(self.groomer, self.config)
+
+    def _ready_again(self) -> None:
+        """End of a reload, successful or not (systemd 252: READY=1 again)."""
+        self._refresh_metrics()
+        self._last_status = self._status()
+        self.notifier.ready(self._last_status)
+
+    def _status(self) -> str:
+        if self._waiting:
+            return f"waiting for {self.config.cache_dir} to appear"
+        g = self.groomer
+        used = format_size(g.index.total_bytes)
+        budget = format_size(self.config.budget) if self.config.budget is not None else "no budget"
+        n = sum(g.totals.unlinked.values())
+        dry = " (dry run)" if self.config.dry_run else ""
+        return f"{len(g.index)} snapshots, {used} of {budget}, {n} unlinked{dry}"

@@ -1,0 +1,144 @@
+"""One read-only look at a whole cache directory: every entry, sorted by kind.
+
+Shell. Used by `kvgroomd ls` and `stats` (which must work on a directory the
+user can only read: nothing here opens for writing, creates or renames) and,
+for temp files, by the groomer's opt-in leak cleanup.
+
+Whether a temp file's writer lives is `os.kill(pid, 0)`: ProcessLookupError
+means no such process, PermissionError means one exists (owned by someone
+else). Limitation: the pid in a temp name is from the *writer's* PID
+namespace. For an engine in a container, a pid here may be unrelated (looks
+alive: the file is kept, which is safe) or absent (looks gone while the
+engine still writes), which is why orphan cleanup also requires an old mtime.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kvgroomd.core.cleanup import TempFile
+from kvgroomd.core.index import Snapshot
+from kvgroomd.daemon.apply import QUARANTINE_PREFIX
+from kvgroomd.daemon.read import Invalid, fingerprint, read_snapshot
+from kvgroomd.format.header import PREFIX_BYTES, Header
+from kvgroomd.format.names import SnapshotName, TempName, classify
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class Foreign:
+    """An entry that is neither a snapshot nor a temp file: never touched."""
+
+    name: str
+    kind: str  # file | directory | symlink | special | held
+    size: int | None
+    mtime: float | None
+
+
+@dataclass
+class DirScan:
+    """Everything in a cache directory, by kind."""
+
+    snapshots: list[Snapshot] = field(default_factory=list)
+    invalid: list[Invalid] = field(default_factory=list)
+    temps: list[TempFile] = field(default_factory=list)
+    foreign: list[Foreign] = field(default_factory=list)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists in our PID namespace."""
+    if pid <= 0:  # 0 and negatives would signal process groups, not a writer
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by another user
+    except OverflowError:
+        return False  # larger than any pid
+    return True
+
+
+def _expected_size(path: Path) -> int | None:
+    """The final size a temp file will have, from its header (spec §3)."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        raw = os.pread(fd, PREFIX_BYTES, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    header = Header.parse(raw)
+    return header.min_file_size if isinstance(header, Header) else None
+
+
+def _temp(directory: Path, entry: os.DirEntry[str], name: TempName) -> TempFile | None:
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None  # renamed into place meanwhile
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return TempFile(name.name, name.sha, name.pid, pid_alive(name.pid), fingerprint(st),
+                    _expected_size(directory / name.name))  # fmt: skip
+
+
+def scan_temps(directory: Path) -> list[TempFile]:
+    """The regular `<sha>.kv.tmp.<pid>` files in `directory`."""
+    out = []
+    with os.scandir(directory) as it:
+        for entry in it:
+            kind = classify(entry.name)
+            if isinstance(kind, TempName) and (t := _temp(directory, entry, kind)):
+                out.append(t)
+    return out
+
+
+def _foreign(entry: os.DirEntry[str]) -> Foreign | None:
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        kind = "symlink"
+    elif stat.S_ISDIR(st.st_mode):
+        kind = "directory"
+    elif not stat.S_ISREG(st.st_mode):
+        kind = "special"
+    elif entry.name.startswith(QUARANTINE_PREFIX):
+        kind = "held"  # kvgroomd crashed mid-delete; the next start puts it back
+    else:
+        kind = "file"
+    size = st.st_size if kind in ("file", "held") else None
+    return Foreign(entry.name, kind, size, st.st_mtime)
+
+
+def scan_directory(directory: Path) -> DirScan:
+    """Read every entry of `directory` (headers only; texts are read later)."""
+    out = DirScan()
+    with os.scandir(directory) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        kind = classify(entry.name)
+        if isinstance(kind, SnapshotName):
+            got = read_snapshot(directory, kind)
+            if isinstance(got, Invalid):
+                out.invalid.append(got)
+            elif got is not None:
+                out.snapshots.append(got)
+        elif isinstance(kind, TempName):
+            if t := _temp(directory, entry, kind):
+                out.temps.append(t)
+            elif f := _foreign(entry):  # a directory or symlink named like a temp
+                out.foreign.append(f)
+        elif f := _foreign(entry):
+            out.foreign.append(f)
+    return out

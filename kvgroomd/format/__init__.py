@@ -1,0 +1,1 @@
+"""The ds4 snapshot format: names, headers, prefix keys. Pure."""

@@ -1,0 +1,1 @@
+"""Operator tools: ls, stats, tail."""

@@ -1,0 +1,358 @@
+"""Inventory: the data behind `kvgroomd ls` and `kvgroomd stats`.
+
+Pure. Given what a scan found (snapshots, invalid files, temp files, foreign
+entries), `now`, the policy settings and a way to read a snapshot's text, it
+says for every snapshot what the daemon would think of it: its value under
+the configured policy and its place in the eviction order, the prefix chain
+it belongs to and which newer file supersedes it. The same pure functions the
+daemon uses decide all of it (supersede.prefix_candidates/judge, evict.ranking),
+so `ls` shows the daemon's view, not a second opinion.
+
+A *chain* is a set of snapshots linked by "text is a strict byte prefix of a
+compatible one" (spec §4). Two conversations that share a cold anchor (a
+system prompt) form one chain, shaped like a tree; its id is the sha of its
+shortest member, its root.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kvgroomd.core.cleanup import TempFile
+from kvgroomd.core.evict import NEVER_EVICTED, ranking
+from kvgroomd.core.index import Index, Snapshot
+from kvgroomd.core.scoring import Policy
+from kvgroomd.core.supersede import judge, sweep_plan
+from kvgroomd.format.header import ABI_CURRENT, ABI_LEGACY, Reason
+
+TextReader = Callable[[Snapshot], "bytes | None"]
+REASONS = tuple(r.label for r in Reason)
+LS_SCHEMA = "kvgroomd.ls/1"
+STATS_SCHEMA = "kvgroomd.stats/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the inventory needs from the configuration."""
+
+    policy: Policy
+    params: Mapping[str, float] = field(default_factory=dict)
+    protect_new: float = 120.0
+    strict_quant: bool = False
+    budget: int | None = None
+    orphan_temp_age: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One snapshot as `ls` shows it."""
+
+    snap: Snapshot
+    score: float | None  # policy value (higher = keep); None when protected
+    protected: str | None  # why budget eviction never picks it: "young" | "reason"
+    rank: int | None  # 1 = the first the policy would evict; None when protected
+    chain: str | None  # sha of the chain's root; None when in no chain
+    chain_size: int
+    covered: bool  # a strict prefix of a compatible longer snapshot
+    superseded_by: str | None  # sha of the shortest snapshot that supersedes it
+
+    @property
+    def engine_visible(self) -> bool:
+        """Whether a current engine (2026-05-26 and later) loads it."""
+        return self.snap.header.abi == ABI_CURRENT
+
+    @property
+    def leak(self) -> str | None:
+        """`stale_format` for ABI-0 files, which current engines never see."""
+        return "stale_format" if self.snap.header.abi == ABI_LEGACY else None
+
+
+@dataclass(frozen=True, slots=True)
+class Other:
+    """A file that is not a usable snapshot, and why."""
+
+    name: str
+    kind: str  # invalid | unknown_format | temp | foreign
+    why: str  # short code: truncated, magic, symlink, writing, orphan, ...
+    detail: str
+    size: int | None
+    mtime: float | None
+    temp: TempFile | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A set of snapshots linked by strict-prefix relations."""
+
+    id: str
+    members: tuple[str, ...]  # names, shortest text first
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """Everything `ls` and `stats` report about one directory."""
+
+    now: float
+    settings: Settings
+    rows: tuple[Row, ...]
+    others: tuple[Other, ...]
+    chains: tuple[Chain, ...]
+
+
+class _Sets:
+    """Union-find over names, for chains."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _relations(index: Index, read_text: TextReader, now: float, *,
+               strict_quant: bool) -> tuple[_Sets, dict[str, bool], dict[str, str]]:  # fmt: skip
+    """Prefix links, covered flags and superseded-by, as the daemon's sweep sees them."""
+    sets = _Sets()
+    covered: dict[str, bool] = dict.fromkeys(index.names, False)
+    by: dict[str, Snapshot] = {}
+    for name, candidate_names in sweep_plan(index, strict_quant=strict_quant):
+        new = index.get(name)
+        if new is None:
+            continue
+        candidates = [c for c in map(index.get, candidate_names) if c is not None]
+        text = read_text(new)
+        if text is None:
+            continue
+        verdict = judge(new, text, candidates, now=now)
+        for old in verdict.covered:
+            covered[old] = True
+            sets.union(old, new.name)
+        for d in verdict.superseded:
+            prior = by.get(d.name)
+            if prior is None or new.header.text_bytes < prior.header.text_bytes:
+                by[d.name] = new
+    return sets, covered, {k: v.sha for k, v in by.items()}
+
+
+def _others(invalid: Sequence[Any], temps: Sequence[TempFile], foreign: Sequence[Any],
+            now: float, orphan_age: float) -> list[Other]:  # fmt: skip
+    out = []
+    for bad in invalid:  # read.Invalid
+        kind = "unknown_format" if bad.why == "unknown_format" else "invalid"
+        size = bad.seen.size if bad.seen else None
+        mtime = bad.seen.mtime_ns / 1e9 if bad.seen else None
+        out.append(Other(bad.name, kind, bad.why, bad.detail, size, mtime))
+    for t in temps:
+        if t.writer_alive:
+            why, detail = "writing", f"writer pid {t.pid} is running"
+        elif t.is_orphan(now, orphan_age):
+            why, detail = "orphan", f"writer pid {t.pid} is gone"
+        else:
+            why = "orphan_recent"
+            detail = f"writer pid {t.pid} is gone; written {max(0, round(t.age(now)))} s ago"
+        out.append(Other(t.name, "temp", why, detail, t.seen.size, t.mtime, t))
+    for f in foreign:  # scan.Foreign
+        detail = {
+            "held": "left mid-delete by kvgroomd; put back at its next start",
+            "file": "not a snapshot name: another tool's file, never touched",
+            "special": "a FIFO, socket or device, never touched",
+        }.get(f.kind, f"a {f.kind}, never touched")
+        out.append(Other(f.name, "foreign", f.kind, detail, f.size, f.mtime))
+    return sorted(out, key=lambda o: (o.kind, o.name))
+
+
+def build(snapshots: Sequence[Snapshot], *, invalid: Sequence[Any] = (),
+          temps: Sequence[TempFile] = (), foreign: Sequence[Any] = (),
+          read_text: TextReader, now: float, settings: Settings) -> Inventory:  # fmt: skip
+    """The inventory of one scan."""
+    index = Index(capacity=len(snapshots))
+    for s in snapshots:
+        index.put(s)
+    sets, covered, superseded_by = _relations(
+        index, read_text, now, strict_quant=settings.strict_quant
+    )
+    index.set_covered(covered)
+    cols = index.columns()
+    order, values = ranking(cols, now, settings.policy, dict(settings.params), settings.protect_new)
+    rank = {int(i): n + 1 for n, i in enumerate(k for k in order if math.isfinite(values[k]))}
+    never = np.isin(cols["reason"], [int(r) for r in NEVER_EVICTED])
+
+    groups: dict[str, list[str]] = {}
+    for name in index.names:
+        if name in sets.parent:
+            groups.setdefault(sets.find(name), []).append(name)
+    row = {n: i for i, n in enumerate(index.names)}
+    chains: dict[str, Chain] = {}
+    for members in groups.values():
+        members.sort(key=lambda n: (int(cols[row[n]]["text_bytes"]), n))
+        total = sum(int(cols[row[n]]["size"]) for n in members)
+        chain = Chain(members[0][:40].lower(), tuple(members), total)
+        chains.update(dict.fromkeys(members, chain))
+
+    rows = []
+    for i, name in enumerate(index.names):
+        value = float(values[i])
+        member = chains.get(name)
+        rows.append(
+            Row(
+                snap=index.at(i),
+                score=value if math.isfinite(value) else None,
+                protected=None if math.isfinite(value) else ("reason" if never[i] else "young"),
+                rank=rank.get(i),
+                chain=member.id if member else None,
+                chain_size=len(member.members) if member else 0,
+                covered=bool(covered.get(name)),
+                superseded_by=superseded_by.get(name),
+            )
+        )
+    rows.sort(key=lambda r: r.snap.name)
+    unique = {c.id: c for c in chains.values()}
+    return Inventory(
+        now,
+        settings,
+        tuple(rows),
+        tuple(_others(invalid, temps, foreign, now, settings.orphan_temp_age)),
+        tuple(sorted(unique.values(), key=lambda c: c.id)),
+    )
+
+
+# -- ls ----------------------------------------------------------------------------
+
+SORT_KEYS: dict[str, Callable[[Row], Any]] = {
+    "rank": lambda r: (r.rank is None, r.rank or 0, r.snap.name),
+    "score": lambda r: (r.score is None, r.score or 0.0, r.snap.name),
+    "size": lambda r: (r.snap.size, r.snap.name),
+    "tokens": lambda r: (r.snap.header.tokens, r.snap.name),
+    "hits": lambda r: (r.snap.header.hits, r.snap.name),
+    "age": lambda r: (-r.snap.header.created_at, r.snap.name),
+    "last-used": lambda r: (-r.snap.header.last_active, r.snap.name),
+    "reason": lambda r: (r.snap.header.reason.label, r.snap.name),
+    "chain": lambda r: (r.chain is None, r.chain or "", r.snap.header.text_bytes, r.snap.name),
+    "name": lambda r: r.snap.name,
+}
+
+
+def sorted_rows(inv: Inventory, key: str = "rank", *, reverse: bool = False) -> list[Row]:
+    """Rows in the order `ls --sort KEY [--reverse]` prints them."""
+    return sorted(inv.rows, key=SORT_KEYS[key], reverse=reverse)
+
+
+def row_json(r: Row, now: float) -> dict[str, Any]:
+    """One snapshot in the `kvgroomd.ls/1` schema."""
+    s, h = r.snap, r.snap.header
+    return {
+        "name": s.name, "sha": s.sha, "reason": h.reason.label,
+        "reason_code": h.reason_code if h.reason_code >= 0 else int(h.reason),
+        "tokens": h.tokens, "hits": h.hits, "size": s.size,
+        "created_at": h.created_at, "last_used": h.last_active,
+        "age_s": max(0, round(now - h.created_at)),
+        "idle_s": max(0, round(now - h.last_active)),
+        "model_id": h.model_id, "quant_bits": h.quant_bits, "ctx_size": h.ctx_size,
+        "abi": h.abi, "engine_visible": r.engine_visible, "ext_flags": h.ext_flags,
+        "text_bytes": h.text_bytes, "payload_bytes": h.payload_bytes,
+        "score": r.score, "rank": r.rank, "protected": r.protected,
+        "chain": r.chain, "chain_size": r.chain_size, "covered": r.covered,
+        "superseded_by": r.superseded_by, "leak": r.leak,
+    }  # fmt: skip
+
+
+def other_json(o: Other, now: float) -> dict[str, Any]:
+    """One non-snapshot entry in the `kvgroomd.ls/1` schema."""
+    out: dict[str, Any] = {"name": o.name, "kind": o.kind, "why": o.why, "detail": o.detail,
+                           "size": o.size, "mtime": o.mtime}  # fmt: skip
+    if o.temp is not None:
+        t = o.temp
+        out |= {"sha": t.sha, "pid": t.pid, "writer_alive": t.writer_alive,
+                "age_s": max(0, round(t.age(now))), "expected_size": t.expected_size}  # fmt: skip
+    return out
+
+
+def ls_json(inv: Inventory, directory: str, rows: Sequence[Row]) -> dict[str, Any]:
+    """The whole `ls --json` document."""
+    s = inv.settings
+    return {
+        "schema": LS_SCHEMA,
+        "directory": directory,
+        "now": inv.now,
+        "policy": {"name": s.policy.name, "params": {**s.policy.defaults, **s.params}},
+        "budget": s.budget,
+        "snapshots": [row_json(r, inv.now) for r in rows],
+        "others": [other_json(o, inv.now) for o in inv.others],
+    }
+
+
+# -- stats ---------------------------------------------------------------------------
+
+
+def _count(items: Sequence[int]) -> dict[str, int]:
+    return {"count": len(items), "bytes": int(sum(items))}
+
+
+def stats(inv: Inventory, directory: str) -> dict[str, Any]:
+    """Totals for `kvgroomd stats` (schema `kvgroomd.stats/1`)."""
+    by_reason: dict[str, dict[str, int]] = {
+        r: {"count": 0, "bytes": 0, "tokens": 0, "hits": 0} for r in REASONS
+    }
+    for r in inv.rows:
+        b = by_reason[r.snap.header.reason.label]
+        b["count"] += 1
+        b["bytes"] += r.snap.size
+        b["tokens"] += r.snap.header.tokens
+        b["hits"] += r.snap.header.hits
+    used = sum(r.snap.size for r in inv.rows)
+    budget = inv.settings.budget
+    invalid: dict[str, dict[str, int]] = {}
+    for o in inv.others:
+        if o.kind in ("invalid", "unknown_format"):
+            b = invalid.setdefault(o.why, {"count": 0, "bytes": 0})
+            b["count"] += 1
+            b["bytes"] += o.size or 0
+    temps = [o for o in inv.others if o.temp is not None]
+    gone = [o.size or 0 for o in temps if o.temp and not o.temp.writer_alive]
+    superseded = [r.snap.size for r in inv.rows if r.superseded_by]
+    kinds = Counter(o.kind for o in inv.others)
+    return {
+        "schema": STATS_SCHEMA,
+        "directory": directory,
+        "now": inv.now,
+        "snapshots": _count([r.snap.size for r in inv.rows]),
+        "engine_visible": _count([r.snap.size for r in inv.rows if r.engine_visible]),
+        "by_reason": by_reason,
+        "budget": {
+            "limit": budget,
+            "used": used,
+            "fraction": used / budget if budget else None,
+            "over": max(0, used - budget) if budget is not None else None,
+        },
+        "chains": {
+            "count": len(inv.chains),
+            "snapshots": sum(len(c.members) for c in inv.chains),
+            "bytes": sum(c.bytes for c in inv.chains),
+            "superseded": _count(superseded),
+        },
+        "invalid": {
+            "count": kinds["invalid"] + kinds["unknown_format"],
+            "bytes": sum(b["bytes"] for b in invalid.values()),
+            "by_why": invalid,
+        },
+        "leaks": {
+            "stale_format": _count([r.snap.size for r in inv.rows if r.leak]),
+            "orphan_temps": _count(gone),
+        },
+        "temps_writing": _count([o.size or 0 for o in temps if o.temp and o.temp.writer_alive]),
+        "foreign": _count([o.size or 0 for o in inv.others if o.kind == "foreign"]),
+    }

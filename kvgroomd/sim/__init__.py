@@ -1,0 +1,1 @@
+"""The simulator: workloads, the engine model, replay, plots."""
