@@ -24,19 +24,27 @@ class ConfigError(ValueError):
     """A config problem, with the file, line and key it concerns."""
 
 
-_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+# A bare K/M/G/T (and Ki/Mi/...) is binary, as systemd reads `60G`; only an
+# explicit "B" after the letter (`10GB`) is decimal.
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT](?:i?B|i)?|B)?\s*", re.IGNORECASE)
 _UNITS = {
     "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 }  # fmt: skip
+SIZE_HINT = "a size such as 60G, 500M, 8GiB (binary), 10GB (decimal) or a byte count"
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_size(value: object) -> int:
-    """Bytes from an int or a string such as `8GiB`, `500MiB`, `1.5GB`, `4096`."""
+    """Bytes from an int or a string such as `60G`, `500M`, `8GiB`, `1.5GB`, `4096`.
+
+    K, M, G, T alone or with `i`/`iB` are powers of 1024 (as systemd reads
+    them); `KB`, `MB`, `GB`, `TB` are powers of 1000."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as 8GiB, 500MiB or a byte count")
+        raise ValueError(f"expected {SIZE_HINT}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a size cannot be negative")
@@ -44,7 +52,7 @@ def parse_size(value: object) -> int:
     if isinstance(value, str) and (m := _SIZE.fullmatch(value)):
         # Decimal, not float: "2.01KB" is 2010 bytes, not 2009.
         return int(Decimal(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
-    raise ValueError(f"expected a size such as 8GiB, 500MiB or a byte count, got {value!r}")
+    raise ValueError(f"expected {SIZE_HINT}, got {value!r}")
 
 
 def parse_duration(value: object) -> float:

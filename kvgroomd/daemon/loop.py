@@ -79,6 +79,9 @@ class Daemon:
         self._retry_at: float | None = None  # budget or directory-error retry
         self._last_status: str | None = None
         self._changed = False  # metrics need a refresh
+        # Why the last reload was rejected; kept in STATUS= until one succeeds,
+        # because `systemctl reload` itself returns 0 either way (systemd 252).
+        self._reload_error: str | None = None
 
     # -- signals ----------------------------------------------------------------
 
@@ -346,8 +349,12 @@ class Daemon:
                                   f"(restart the service to watch {new.cache_dir})")  # fmt: skip
         except ConfigError as e:
             self.log.error(events.RELOAD_FAILED, error=str(e), kept="previous config")
+            self._reload_error = str(e)
+            self.metrics.config_loaded(False, self.clock())
             self._ready_again()
             return
+        self._reload_error = None
+        self.metrics.config_loaded(True, self.clock())
         old = self.config.effective()
         changed = {k: v for k, v in new.effective().items() if old.get(k) != v}
         self.config = new
@@ -369,6 +376,10 @@ class Daemon:
         self.notifier.ready(self._last_status)
 
     def _status(self) -> str:
+        failed = f"; reload failed, previous config kept: {self._reload_error}"
+        return self._usage() + (failed if self._reload_error else "")
+
+    def _usage(self) -> str:
         if self._waiting:
             return f"waiting for {self.config.cache_dir} to appear"
         g = self.groomer

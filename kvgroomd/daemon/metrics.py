@@ -15,8 +15,11 @@ Metric names are a stable interface, documented in docs/operator-tools.md.
 
 from __future__ import annotations
 
+import functools
+import platform
+import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,20 @@ if TYPE_CHECKING:
     from kvgroomd.daemon.groom import Groomer
 
 PREFIX = "kvgroomd"
+
+
+@functools.cache
+def version() -> str:
+    """The installed kvgroomd version (importlib.metadata: read only when metrics are on)."""
+    from importlib.metadata import PackageNotFoundError  # noqa: PLC0415 - ~50 ms, only if asked
+    from importlib.metadata import version as installed  # noqa: PLC0415
+
+    try:
+        return installed("kvgroomd")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 # Event-to-decision latency: a pass over one landed file is normally well
 # under 10 ms; tens of seconds mean a reconcile or a slow disk held us up.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -43,6 +60,7 @@ class State:
 
     snapshots: Mapping[str, int] = field(default_factory=dict)  # by reason label
     snapshot_bytes: Mapping[str, int] = field(default_factory=dict)
+    used: int = 0  # bytes counted against the budget
     budget: int | None = None
     invalid: int = 0
     stale_format: int = 0
@@ -53,6 +71,10 @@ class State:
     events: int = 0
     repairs: int = 0
     dry_run: bool = False
+    # The config in force: did the last load (start or reload) succeed, and when
+    # did one last succeed. `systemctl reload` returns 0 even when it failed.
+    reload_ok: bool = True
+    reload_success_at: float = 0.0
 
 
 def state_of(groomer: Groomer, config: Config) -> State:
@@ -66,6 +88,7 @@ def state_of(groomer: Groomer, config: Config) -> State:
     return State(
         snapshots={r.label: int(counts[r]) for r in Reason},
         snapshot_bytes={r.label: int(sizes[r]) for r in Reason},
+        used=groomer.index.total_bytes,
         budget=config.budget,
         invalid=len(groomer.invalid),
         stale_format=int(legacy.sum()),
@@ -97,6 +120,9 @@ class NoMetrics:
     def observe_latency(self, seconds: float) -> None:
         """Nothing to observe."""
 
+    def config_loaded(self, ok: bool, at: float) -> None:
+        """Nothing to record."""
+
     def close(self) -> None:
         """Nothing to close."""
 
@@ -112,11 +138,13 @@ class Metrics(NoMetrics):
             raise ConfigError(
                 "metrics: needs prometheus_client (pip install 'kvgroomd[metrics]')"
             ) from None
+        # No `_created` series: they double the sample count and nobody graphs them.
+        prom.disable_created_metrics()  # type: ignore[no-untyped-call]
         self._prom = prom
         self.log = log
         self.textfile = textfile
         self.listen = listen
-        self.state = State()
+        self.state = State(reload_success_at=time.time())  # the config at start loaded
         self.registry = prom.CollectorRegistry()
         self.registry.register(_Collector(self))
         self.latency = prom.Histogram(
@@ -150,7 +178,15 @@ class Metrics(NoMetrics):
 
     def update(self, groomer: Groomer, config: Config) -> None:
         """Take a fresh State from the groomer; rewrite the textfile."""
-        self.state = state_of(groomer, config)
+        s = self.state
+        self.state = replace(state_of(groomer, config), reload_ok=s.reload_ok,
+                             reload_success_at=s.reload_success_at)  # fmt: skip
+        self.write_textfile()
+
+    def config_loaded(self, ok: bool, at: float) -> None:
+        """Record a reload: `ok` False when the new config was rejected."""
+        s = self.state
+        self.state = replace(s, reload_ok=ok, reload_success_at=at if ok else s.reload_success_at)
         self.write_textfile()
 
     def observe_latency(self, seconds: float) -> None:
@@ -197,6 +233,11 @@ class _Collector:
         )
 
         s = self.owner.state
+        info = GaugeMetricFamily(f"{PREFIX}_build_info",
+                                 "kvgroomd's version and the Python running it; always 1.",
+                                 labels=["version", "python"])  # fmt: skip
+        info.add_metric([version(), platform.python_version()], 1)
+        yield info
         snaps = GaugeMetricFamily(f"{PREFIX}_snapshots", "Indexed snapshots, by reason.",
                                   labels=["reason"])  # fmt: skip
         size = GaugeMetricFamily(f"{PREFIX}_snapshot_bytes",
@@ -210,6 +251,15 @@ class _Collector:
         if s.budget is not None:
             yield GaugeMetricFamily(f"{PREFIX}_budget_bytes", "Configured disk budget.",
                                     value=s.budget)  # fmt: skip
+            yield GaugeMetricFamily(f"{PREFIX}_budget_headroom_bytes",
+                                    "Budget minus the bytes counted against it (negative: over).",
+                                    value=s.budget - s.used)  # fmt: skip
+        yield GaugeMetricFamily(f"{PREFIX}_config_last_reload_successful",
+                                "0 when the last reload (SIGHUP) rejected the new config.",
+                                value=int(s.reload_ok))  # fmt: skip
+        yield GaugeMetricFamily(f"{PREFIX}_config_last_reload_success_timestamp_seconds",
+                                "When a config was last loaded successfully (start or reload).",
+                                value=s.reload_success_at)  # fmt: skip
         yield GaugeMetricFamily(f"{PREFIX}_invalid_files",
                                 "Snapshot-named files that are not usable snapshots.",
                                 value=s.invalid)  # fmt: skip

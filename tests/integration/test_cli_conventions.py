@@ -51,11 +51,13 @@ class TestUsageErrors:
 
 class TestSizes:
     @pytest.mark.parametrize(
-        ("text", "value"), [("8GiB", 8 * 2**30), ("500MiB", 500 * 2**20), ("123456", 123456)]
+        ("text", "value"),
+        [("8GiB", 8 * 2**30), ("500MiB", 500 * 2**20), ("123456", 123456), ("60G", 60 * 2**30),
+         ("500M", 500 * 2**20)],
     )
     def test_sizes_accept_binary_units_and_bytes(self, cli_inproc: Any, shared_fixture_cache: Path,
                                                  text: str, value: int) -> None:  # fmt: skip
-        """`--budget` takes 8GiB, 500MiB or a plain byte count."""
+        """`--budget` takes 60G, 500M (binary, as systemd), 8GiB, 500MiB or a byte count."""
         code, out, err = cli_inproc("ls", shared_fixture_cache, "--json", "--budget", text)
         assert code == 0, err
         assert json.loads(out)["budget"] == value

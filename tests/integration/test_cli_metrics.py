@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import platform
 import time
 import urllib.request
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,25 @@ class TestEndpoint:
         assert s[("kvgroomd_invalid_files", None)] == 6
         assert s[("kvgroomd_stale_format_snapshots", None)] == 0
         assert s[("kvgroomd_reconcile_repairs_total", None)] == 0
+
+    def test_build_info_headroom_and_no_created_series(
+        self, daemon: tuple[Any, int], manifest: dict[str, dict[str, Any]]
+    ) -> None:
+        """kvgroomd_build_info names the installed version; the headroom gauge is the budget
+        less the bytes counted against it; no `_created` series is exported."""
+        _, port = daemon
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert "_created" not in text
+        info = [s for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "kvgroomd_build_info"]  # fmt: skip
+        assert len(info) == 1 and info[0].value == 1
+        assert info[0].labels["version"] == version("kvgroomd")
+        assert info[0].labels["python"] == platform.python_version()
+        s = parse(text)
+        kept = [f for f in manifest.values() if f["valid"] and f["abi"] == 2]
+        used = sum(f["file_size"] for f in kept) - SUPERSEDED_BYTES
+        assert s[("kvgroomd_budget_headroom_bytes", None)] == 2**30 - used
 
     def test_a_landed_file_is_counted_and_its_latency_observed(
         self, daemon: tuple[Any, int], fixture_cache: Path, kit: Any

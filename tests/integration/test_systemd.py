@@ -20,12 +20,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kvgroomd.format.header import PREFIX_BYTES, Header, Reason
 
@@ -360,6 +362,55 @@ def test_sighup_with_invalid_config_keeps_the_old_one(
         write_snapshot(cache, text_of(i), payload=100_000)
     assert daemon.next("snapshot.unlinked", cause="budget")["budget"] == 300_000
     assert daemon.proc.poll() is None
+
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+
+
+def test_a_rejected_reload_shows_in_status_and_metrics_until_one_succeeds(
+    start: Callable[..., tuple[Daemon, NotifySocket]], tmp_path: Path
+) -> None:
+    """`systemctl reload` returns 0 even when the config was rejected (systemd 252), so the
+    rejection stays visible: in STATUS= and as kvgroomd_config_last_reload_successful 0,
+    with the last success's timestamp unchanged, until a valid reload clears both.
+    """
+    pytest.importorskip("prometheus_client")
+    metrics = "metrics:\n  listen: 127.0.0.1:0\n"
+    daemon, notify = start(config(tmp_path, budget="300kB") + metrics)
+    assert "reload failed" not in notify.next("READY")["STATUS"]
+    port = int(daemon.next("metrics.listening")["port"])
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+    started = scrape()
+    assert started["kvgroomd_config_last_reload_successful"] == 1
+    assert time.time() - 60 < started["kvgroomd_config_last_reload_success_timestamp_seconds"]
+
+    (tmp_path / "kvgroomd.yaml").write_text(config(tmp_path, budget="lots") + metrics)
+    daemon.signal(signal.SIGHUP)
+    notify.next("RELOADING")
+    status = notify.next("READY")["STATUS"]
+    assert "reload failed, previous config kept" in status
+    assert "budget" in status  # the key at fault, as daemon.reload_failed names it
+    daemon.next("daemon.reload_failed")
+    failed = scrape()
+    assert failed["kvgroomd_config_last_reload_successful"] == 0
+    assert (failed["kvgroomd_config_last_reload_success_timestamp_seconds"]
+            == started["kvgroomd_config_last_reload_success_timestamp_seconds"])  # fmt: skip
+
+    time.sleep(0.01)  # a later success has a later timestamp
+    (tmp_path / "kvgroomd.yaml").write_text(config(tmp_path, budget="200kB") + metrics)
+    daemon.signal(signal.SIGHUP)
+    notify.next("RELOADING")
+    assert "reload failed" not in notify.next("READY")["STATUS"]
+    daemon.next("daemon.reloaded")
+    ok = scrape()
+    assert ok["kvgroomd_config_last_reload_successful"] == 1
+    assert (ok["kvgroomd_config_last_reload_success_timestamp_seconds"]
+            > started["kvgroomd_config_last_reload_success_timestamp_seconds"])  # fmt: skip
 
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0

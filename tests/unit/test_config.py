@@ -52,13 +52,24 @@ class TestSizes:
         decimal fractions are exact, fractional bytes round down."""
         assert parse_size(text) == size
 
+    @pytest.mark.parametrize(
+        ("text", "size"),
+        [("60G", 60 * 2**30), ("500M", 500 * 2**20), ("4K", 4096), ("1T", 2**40),
+         ("60g", 60 * 2**30), ("1.5G", 3 * 2**29), ("8Gi", 8 * 2**30), ("64 M", 64 * 2**20)],
+    )  # fmt: skip
+    def test_short_units_are_binary(self, text: str, size: int) -> None:
+        """`60G` and `500M` as systemd and ccache take them: a bare K/M/G/T (or
+        Ki/Mi/Gi/Ti) is a power of 1024; only `GB` and friends are decimal."""
+        assert parse_size(text) == size
+
     @pytest.mark.parametrize("n", [0, 1, 4096, 2**45])
     def test_integers_are_bytes(self, n: int) -> None:
         """A bare integer is a byte count."""
         assert parse_size(n) == n
 
     @pytest.mark.parametrize(
-        "bad", [-1, True, False, 1.5, None, "", "GiB", "8G", "8 gigs", "-5MiB", "8GiB!", "1e9", [1]]
+        "bad", [-1, True, False, 1.5, None, "", "GiB", "8 gigs", "-5MiB", "8GiB!", "1e9", [1],
+                "8Gb!", "8iB", "8P", "8Gii"]
     )
     def test_rejected(self, bad: object) -> None:
         """Negative, boolean, float and unit-less-garbage values are rejected."""
