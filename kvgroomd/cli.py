@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from kvgroomd import log as events
-from kvgroomd.config import Config, ConfigError, load_config, parse_duration, parse_size
+from kvgroomd.config import (
+    Config,
+    ConfigError,
+    check_values,
+    load_config,
+    parse_duration,
+    parse_size,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_OVER_BUDGET = 0, 1, 2, 3, 4
 
@@ -45,12 +52,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    overrides = {"cache_dir": args.cache_dir, "budget": args.budget, "dry_run": args.dry_run}
+    cache_dir = args.cache_dir.absolute() if args.cache_dir is not None else None
+    overrides = {"cache_dir": cache_dir, "budget": args.budget, "dry_run": args.dry_run}
     if args.config is not None:
-        return load_config(args.config).with_overrides(**overrides), overrides
-    if args.cache_dir is None:
+        config = load_config(args.config).with_overrides(**overrides)
+    elif cache_dir is None:
         raise ConfigError("give --config FILE or --cache-dir DIR")
-    return Config(cache_dir=args.cache_dir).with_overrides(**overrides), overrides
+    else:
+        config = Config(cache_dir=cache_dir).with_overrides(**overrides)
+    return check_values(config), overrides
 
 
 def cmd_run(args: argparse.Namespace) -> int:

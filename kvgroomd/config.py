@@ -7,8 +7,12 @@ trace. `kvgroomd check-config FILE` prints the effective result.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import pwd
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
@@ -21,7 +25,28 @@ from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES
 
 
 class ConfigError(ValueError):
-    """A config problem, with the file, line and key it concerns."""
+    """A config problem, with the file, line and key it concerns.
+
+    The message is bounded (`MAX_MESSAGE`): a hostile file cannot make an
+    error line, or the log line a failed reload writes, grow with it."""
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 15] + " ... (truncated)"
+        super().__init__(message)
+
+
+MAX_MESSAGE = 600  # characters of a ConfigError
+MAX_SHOWN = 60  # characters of a value quoted in an error
+MAX_FILE_BYTES = 64 * 1024  # a config file is a few hundred bytes; config.example.yaml ~3 KiB
+MAX_DEPTH = 8  # nesting of mappings and lists (the deepest key is policy.<param>: 2)
+
+
+def shown(value: object) -> str:
+    """`repr(value)`, cut to MAX_SHOWN characters: errors quote what was given,
+    but never all of a 60 KiB string."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else f"{text[: MAX_SHOWN - 12]}... ({len(text)} chars)"
 
 
 # A bare K/M/G/T (and Ki/Mi/...) is binary, as systemd reads `60G`; only an
@@ -51,8 +76,12 @@ def parse_size(value: object) -> int:
         return value
     if isinstance(value, str) and (m := _SIZE.fullmatch(value)):
         # Decimal, not float: "2.01KB" is 2010 bytes, not 2009.
-        return int(Decimal(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
-    raise ValueError(f"expected {SIZE_HINT}, got {value!r}")
+        exact = Decimal(m.group(1)) * _UNITS[(m.group(2) or "b").lower()]
+        if exact != exact.to_integral_value() and exact < 1024:
+            # "0.4B" is no size: say so rather than round it to 0 (or 1.5B to 1).
+            raise ValueError(f"{shown(value)} is not a whole number of bytes")
+        return int(exact)
+    raise ValueError(f"expected {SIZE_HINT}, got {shown(value)}")
 
 
 def parse_duration(value: object) -> float:
@@ -65,7 +94,7 @@ def parse_duration(value: object) -> float:
         return float(value)
     if isinstance(value, str) and (m := _DURATION.fullmatch(value)):
         return float(m.group(1)) * _SECONDS[m.group(2) or "s"]
-    raise ValueError(f"expected a duration such as 120s, 5m, 6h or seconds, got {value!r}")
+    raise ValueError(f"expected a duration such as 120s, 5m, 6h or seconds, got {shown(value)}")
 
 
 def format_size(n: float) -> str:
@@ -114,13 +143,13 @@ class Config:
 
 def _bool(v: object) -> bool:
     if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
+        raise ValueError(f"expected true or false, got {shown(v)}")
     return v
 
 
 def _fraction(v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
-        raise ValueError(f"expected a number in (0, 1], got {v!r}")
+        raise ValueError(f"expected a number in (0, 1], got {shown(v)}")
     return float(v)
 
 
@@ -138,7 +167,7 @@ def _optional(parse: Callable[[object], Any]) -> Callable[[object], Any]:
 def _choice(*options: str) -> Callable[[object], str]:
     def check(v: object) -> str:
         if v not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {v!r}")
+            raise ValueError(f"expected one of {', '.join(options)}, got {shown(v)}")
         return str(v)
 
     return check
@@ -146,7 +175,9 @@ def _choice(*options: str) -> Callable[[object], str]:
 
 def _path(v: object) -> Path:
     if not isinstance(v, str) or not v:
-        raise ValueError(f"expected a path, got {v!r}")
+        raise ValueError(f"expected a path, got {shown(v)}")
+    if "\0" in v:
+        raise ValueError("a path cannot contain a NUL character")
     return Path(v).expanduser()
 
 
@@ -157,16 +188,71 @@ def _listen(v: object) -> str:
     if isinstance(v, str) and re.fullmatch(r":?[0-9]{1,5}", v):
         v = f"127.0.0.1:{v.lstrip(':')}"
     if not isinstance(v, str) or not re.fullmatch(r"\[?[0-9A-Za-z.:]+\]?:[0-9]{1,5}", v):
-        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9101, got {v!r}")
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9101, got {shown(v)}")
     if int(v.rpartition(":")[2]) > 65535:
-        raise ValueError(f"port out of range in {v!r}")
+        raise ValueError(f"port out of range in {shown(v)}")
     return v
+
+
+def _budget(v: object) -> int:
+    n = parse_size(v)
+    if n == 0:
+        raise ValueError("0 bytes would evict every snapshot: give a size such as 60GiB, "
+                         "or leave budget out (or null) for no budget eviction")  # fmt: skip
+    return n
+
+
+# Directories no cache can be: the engine's files never belong there, and a
+# typo (or a variable that expanded to nothing) must not point kvgroomd at
+# them. `_SYSTEM_TREES` are refused with everything under them.
+_SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+    "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp",
+    "/usr", "/var", "/var/cache", "/var/lib", "/var/log", "/var/tmp", "/var/spool",
+    "/var/mail", "/var/run", "/var/lock",
+})  # fmt: skip
+_SYSTEM_TREES = ("/proc", "/sys", "/dev", "/etc", "/boot", "/bin", "/sbin", "/lib", "/lib32",
+                 "/lib64", "/libx32", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/include",
+                 "/usr/share")  # fmt: skip
+
+
+def _homes() -> set[str]:
+    """Every user's home directory, and $HOME."""
+    out = {os.path.normpath(h) for h in (os.environ.get("HOME"),) if h}
+    with contextlib.suppress(OSError):
+        out.update(os.path.normpath(p.pw_dir) for p in pwd.getpwall() if p.pw_dir)
+    return out
+
+
+def implausible_cache_dir(path: Path) -> str | None:
+    """Why `path` cannot be a KV-cache directory (a system or home directory),
+    or None. Checked as written and with symlinks resolved."""
+    forms = {os.path.normpath(os.path.abspath(path))}
+    with contextlib.suppress(OSError, ValueError):
+        forms.add(os.path.realpath(path))
+    homes = _homes()
+    for p in sorted(forms):
+        if p in _SYSTEM_DIRS:
+            return f"{p} is a system directory, not a KV-cache directory"
+        if any(p == t or p.startswith(t + "/") for t in _SYSTEM_TREES):
+            return f"{p} is inside a system directory, not a KV-cache directory"
+        if p in homes:
+            return f"{p} is a home directory, not a KV-cache directory"
+    return None
+
+
+def _cache_dir(v: object) -> Path:
+    path = Path(os.path.abspath(_path(v)))
+    if why := implausible_cache_dir(path):
+        raise ValueError(f"{why}: give the directory ds4-server was started with "
+                         "(--kv-disk-dir)")  # fmt: skip
+    return path
 
 
 # key -> (Config field, parser). Nested blocks use "block.key".
 _FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
-    "cache_dir": ("cache_dir", _path),
-    "budget": ("budget", _optional(parse_size)),
+    "cache_dir": ("cache_dir", _cache_dir),
+    "budget": ("budget", _optional(_budget)),
     "low_watermark": ("low_watermark", _fraction),
     "protect_new": ("protect_new", parse_duration),
     "supersede": ("supersede", _bool),
@@ -192,8 +278,10 @@ class _Reader:
         self.loader = yaml.SafeLoader(text)
         self.loader.name = source  # marks in YAML errors name the file, not "<unicode string>"
 
-    def error(self, node: yaml.Node | None, key: str, msg: str) -> ConfigError:
-        where = f"{self.source}:{node.start_mark.line + 1}" if node else self.source
+    def error(self, node: yaml.Node | yaml.Event | None, key: str, msg: str) -> ConfigError:
+        mark = node.start_mark if node is not None else None
+        where = f"{self.source}:{mark.line + 1}" if mark is not None else self.source
+        key = key if len(key) <= MAX_SHOWN else shown(key)
         return ConfigError(f"{where}: {key}: {msg}" if key else f"{where}: {msg}")
 
     def mapping(self, node: yaml.Node, key: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
@@ -203,7 +291,7 @@ class _Reader:
         for k, v in node.value:
             name = self.value(k, key)
             if not isinstance(name, str):
-                raise self.error(k, key, f"keys must be words, got {name!r}")
+                raise self.error(k, key, f"keys must be words, got {shown(name)}")
             if name in seen:
                 raise self.error(k, f"{key}.{name}" if key else name, "given twice")
             seen.add(name)
@@ -219,9 +307,43 @@ class _Reader:
             raise self.error(node, key, f"not valid YAML: {problem}") from None
 
 
+def _plain(r: _Reader, text: str) -> None:
+    """Refuse what a config file has no use for, before anything is built.
+
+    Anchors and aliases (`&a`, `*a`) are how a few hundred bytes expand to
+    gigabytes (the "billion laughs"); deep nesting is how a small file
+    exhausts the recursion of YAML's composer. The parser's event stream is
+    read in linear time, and nothing is constructed from it."""
+    depth = 0
+    events = yaml.SafeLoader(text)
+    events.name = r.source
+    try:
+        while events.check_event():
+            ev = events.get_event()  # type: ignore[no-untyped-call]
+            if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None:
+                raise r.error(ev, "", "anchors and aliases (&name, *name) are not allowed "
+                              "in a config file: write each value out")  # fmt: skip
+            if isinstance(ev, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise r.error(ev, "", f"nested more than {MAX_DEPTH} levels deep")
+            elif isinstance(ev, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{r.source}:{mark.line + 1}" if mark is not None else r.source
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    finally:
+        events.dispose()
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Parse YAML text into a Config, or raise ConfigError naming key and line."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: {len(text)} characters: a config file is at most "
+                          f"{MAX_FILE_BYTES // 1024} KiB")  # fmt: skip
     r = _Reader(text, source)
+    _plain(r, text)
     try:
         root = r.loader.get_single_node()
     except yaml.YAMLError as e:
@@ -270,13 +392,13 @@ def _policy(r: _Reader, knode: yaml.Node, vnode: yaml.Node) -> tuple[str, dict[s
     if name not in POLICIES:
         node = name_node[1] if name_node else vnode
         known = ", ".join(POLICIES)
-        raise r.error(node, "policy.name", f"unknown policy {name!r} (known: {known})")
+        raise r.error(node, "policy.name", f"unknown policy {shown(name)} (known: {known})")
     defaults = POLICIES[str(name)].defaults
     params: dict[str, float] = {}
     for key, (kn, v) in raw.items():
         if key not in defaults:
             known = ", ".join(defaults) or "none"
-            raise r.error(kn, f"policy.{key}", f"not a parameter of {name!r} (known: {known})")
+            raise r.error(kn, f"policy.{key}", f"not a parameter of {shown(name)} (known: {known})")
         raw_value = r.value(v, f"policy.{key}")
         try:
             params[key] = parse_duration(raw_value)
@@ -285,11 +407,46 @@ def _policy(r: _Reader, knode: yaml.Node, vnode: yaml.Node) -> tuple[str, dict[s
     return str(name), params
 
 
+def read_config_text(path: Path) -> str:
+    """A config file's text: a regular file of at most MAX_FILE_BYTES, opened
+    without blocking (a FIFO or a device named as the config must not hang a
+    start or a SIGHUP reload) and read in one bounded read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: {st.st_size} bytes: a config file is at most "
+                              f"{MAX_FILE_BYTES // 1024} KiB")  # fmt: skip
+        raw = os.read(fd, MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: a config file is at most {MAX_FILE_BYTES // 1024} KiB")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def check_values(config: Config) -> Config:
+    """The checks a config file gets, for values given on the command line
+    (`--cache-dir`, `--budget`): raise ConfigError for an implausible one."""
+    if why := implausible_cache_dir(config.cache_dir):
+        raise ConfigError(f"--cache-dir: {why}")
+    if config.budget == 0:
+        raise ConfigError("--budget: 0 bytes would evict every snapshot; leave it out for "
+                          "no budget eviction")  # fmt: skip
+    return config
+
+
 def load_config(path: Path | str) -> Config:
     """Read and parse a config file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
-    return parse_config(text, str(p))
+    return parse_config(read_config_text(p), str(p))

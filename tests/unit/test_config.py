@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import pwd
 import re
 from pathlib import Path
 
@@ -11,7 +13,9 @@ import pytest
 from kvgroomd.config import (
     Config,
     ConfigError,
+    check_values,
     format_size,
+    load_config,
     parse_config,
     parse_duration,
     parse_size,
@@ -45,7 +49,7 @@ class TestSizes:
          ("1.5GB", 1_500_000_000), ("500MB", 500_000_000), ("3KB", 3000), ("1TB", 10**12),
          ("4096", 4096), ("4096B", 4096), ("0", 0), ("8 GiB", 8 * 2**30), ("8gib", 8 * 2**30),
          (" 500mib ", 500 * 2**20), ("0.5KiB", 512), ("2.01KB", 2010), ("4.02KB", 4020),
-         ("1.5B", 1)],
+         ("1.5KiB", 1536), ("1.0001KiB", 1024)],
     )  # fmt: skip
     def test_strings(self, text: str, size: int) -> None:
         """Sizes take binary (KiB..TiB) and decimal (KB..TB) units, any case;
@@ -359,3 +363,128 @@ class TestErrors:
     def test_errors_are_value_errors(self) -> None:
         """ConfigError is a ValueError, so callers can catch either."""
         assert issubclass(ConfigError, ValueError)
+
+
+BOMB = """cache_dir: /kv
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+class TestHostileFiles:
+    """Config bombs (#11.4): refused fast, with file:line, in a bounded message."""
+
+    def test_alias_bomb_is_refused_at_its_first_anchor(self) -> None:
+        """A billion-laughs file is refused at the line of its first anchor, at once."""
+        msg = error(BOMB)
+        assert_points_at(msg, 2, "anchors")
+        assert "aliases" in msg
+
+    @pytest.mark.parametrize(
+        ("text", "line"),
+        [("cache_dir: &d /kv\n", 1), ("x: &x 1\ncache_dir: /kv\n", 1),
+         ("cache_dir: /kv\nbudget: *nowhere\n", 2),
+         ("cache_dir: /kv\nlog: &l {format: json}\ncleanup: *l\n", 2)],
+    )  # fmt: skip
+    def test_any_anchor_or_alias_is_refused(self, text: str, line: int) -> None:
+        """A single anchor or alias anywhere is refused with its line."""
+        assert error(text).startswith(f"{SRC}:{line}: anchors and aliases")
+
+    def test_deep_nesting_is_refused(self) -> None:
+        """Thousands of nested lists are refused before YAML's composer recurses."""
+        msg = error("cache_dir: /kv\nbudget: " + "[" * 5000 + "]" * 5000 + "\n")
+        assert msg.startswith(f"{SRC}:2: nested more than")
+
+    def test_a_huge_value_is_quoted_short(self) -> None:
+        """A 60,000-character value is quoted in at most a few dozen characters."""
+        msg = error("cache_dir: /kv\nbudget: '" + "9x" * 30_000 + "'\n")
+        assert_points_at(msg, 2, "budget")
+        assert len(msg) < 300, len(msg)
+
+    def test_a_huge_key_is_quoted_short(self) -> None:
+        """An unknown 60,000-character key is named in a bounded message."""
+        msg = error("cache_dir: /kv\n" + "k" * 60_000 + ": 1\n")
+        assert msg.startswith(f"{SRC}:2: ")
+        assert len(msg) <= 600
+
+    def test_text_over_the_size_limit_is_refused(self) -> None:
+        """A config text over 64 KiB is refused before it is parsed."""
+        assert "at most 64 KiB" in error("cache_dir: /kv\n" + "#" * 70_000 + "\n")
+
+    def test_file_over_the_size_limit_is_refused_unread(self, tmp_path: Path) -> None:
+        """A 100 MiB (sparse) config file is refused by its size."""
+        p = tmp_path / "big.yaml"
+        with p.open("wb") as f:
+            f.truncate(100 * 2**20)
+        with pytest.raises(ConfigError, match="at most 64 KiB"):
+            load_config(p)
+
+    def test_fifo_is_refused_without_blocking(self, tmp_path: Path) -> None:
+        """A FIFO named as the config file is refused at once, not read forever."""
+        p = tmp_path / "fifo.yaml"
+        os.mkfifo(p)
+        with pytest.raises(ConfigError, match="not a regular file"):
+            load_config(p)
+
+
+class TestImplausibleValues:
+    """Values no operator means (#11.8): refused with a clear error."""
+
+    @pytest.mark.parametrize(
+        "path", ["/", "/etc", "/root", "/proc", "/sys", "/dev", "/usr", "/boot", "/var",
+                 "/tmp", "/etc/ds4", "/proc/1", "/sys/fs", "/usr/lib/x", "//etc/", "/var/../etc"],
+    )  # fmt: skip
+    def test_system_directories_are_refused(self, path: str) -> None:
+        """A system directory (or one inside /etc, /proc, /sys, /dev, /usr/lib ...) is refused."""
+        msg = error(f"cache_dir: {path}\n")
+        assert_points_at(msg, 1, "cache_dir")
+        assert "system directory" in msg
+
+    def test_home_directories_are_refused(self) -> None:
+        """$HOME and every user's home directory (as written or via ~) are refused."""
+        for text in ("cache_dir: '~'\n", f"cache_dir: {os.path.expanduser('~')}\n",
+                     f"cache_dir: {pwd.getpwuid(0).pw_dir}\n"):  # fmt: skip
+            msg = error(text)
+            assert "home directory" in msg or "system directory" in msg, msg
+
+    def test_symlink_to_a_system_directory_is_refused(self, tmp_path: Path) -> None:
+        """A path that resolves to /etc is refused like /etc."""
+        (tmp_path / "kv").symlink_to("/etc")
+        assert "system directory" in error(f"cache_dir: {tmp_path / 'kv'}\n")
+
+    def test_plausible_directories_are_accepted(self, tmp_path: Path) -> None:
+        """Directories under /var/cache, /srv, /mnt, a home directory or /tmp are fine."""
+        for path in ("/var/cache/ds4-kv", "/srv/kv", "/mnt/ssd/kv", "~/kv", str(tmp_path)):
+            assert config(f"cache_dir: {path}\n").cache_dir.is_absolute()
+
+    def test_relative_cache_dir_is_made_absolute(self) -> None:
+        """A relative cache_dir is made absolute once, at load."""
+        assert config("cache_dir: kv\n").cache_dir == Path.cwd() / "kv"
+
+    @pytest.mark.parametrize("value", ["0", "0B", "0GiB", "'0'"])
+    def test_budget_zero_is_refused(self, value: str) -> None:
+        """budget: 0 (in any unit) is an error that says what it would do and the alternative."""
+        msg = error(f"cache_dir: /kv\nbudget: {value}\n")
+        assert_points_at(msg, 2, "budget")
+        assert "evict every snapshot" in msg and "no budget" in msg
+
+    @pytest.mark.parametrize("value", ["0.4B", "1.5B", "0.4", "0.0001KiB"])
+    def test_fractional_bytes_are_refused(self, value: str) -> None:
+        """A size that is not a whole number of bytes is an error, not rounded to 0."""
+        msg = error(f"cache_dir: /kv\nbudget: '{value}'\n")
+        assert_points_at(msg, 2, "budget")
+        assert "not a whole number of bytes" in msg
+
+    def test_command_line_values_get_the_same_checks(self) -> None:
+        """--cache-dir / and --budget 0 are refused like the same config keys."""
+        with pytest.raises(ConfigError, match="system directory"):
+            check_values(Config(cache_dir=Path("/")))
+        with pytest.raises(ConfigError, match="evict every snapshot"):
+            check_values(Config(cache_dir=Path("/kv"), budget=0))
