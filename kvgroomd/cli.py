@@ -3,7 +3,8 @@
 Shell. Exit status: 0 success; 1 runtime failure (directory missing or
 unreadable, an unlink failed); 2 usage error (argparse's convention); 3
 invalid configuration; 4 `groom --once` ended still over budget (everything
-left is protected). docs/operator-tools.md documents each command.
+left is protected); 5 broken installation (an import failed: __main__.py).
+docs/operator-tools.md documents each command.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import pytest
 
 # 545 bytes that expand to 9^9 strings (the "billion laughs").
 BOMB = "".join(
-    [f"cache_dir: {{dir}}\n", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
-    + [f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")]
+    ["cache_dir: {dir}\n", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
+    + [f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)]
 )
 EXIT_CONFIG = 3
 
