@@ -1,7 +1,12 @@
 """`kvgroomd tail`: kvgroomd's JSON log, rendered for people.
 
 The rendering (`render`, `Filter`, `Summary`) is pure: one JSON object in,
-one aligned line out. The shell part follows a file (surviving truncation and
+one aligned line out. It is the only human rendering of the log: the daemon
+itself uses `render` on a terminal or with `log.format: console` (log.py), so
+`kvgroomd run` on a terminal and `journalctl -o cat | kvgroomd tail` look the
+same: human sizes, short shas, a fixed key order, lines cut to the terminal's
+width (a multi-line value such as a traceback follows, indented), colour unless
+`NO_COLOR` is set. The shell part follows a file (surviving truncation and
 rotation) or reads stdin, e.g. `journalctl -u kvgroomd -o cat -f | kvgroomd tail`,
 and prints a summary of unlinks and bytes freed by cause when it ends (end of
 input, Ctrl-C or SIGTERM). The summary covers the lines shown (after filters).
@@ -40,11 +45,18 @@ LEVEL_NAMES = {"debug": "DEBUG", "info": "INFO", "warning": "WARN", "error": "ER
                "critical": "CRIT"}  # fmt: skip
 LEVEL_COLOURS = {"error": "1;31", "critical": "1;31", "warning": "33", "debug": "2"}
 UNLINK_EVENTS = (events.UNLINKED, events.WOULD_UNLINK)
-SIZE_KEYS = frozenset({"size", "dir_bytes", "budget", "freed", "expected_size", "bytes"})
+SIZE_KEYS = frozenset({"size", "bytes", "budget", "freed", "expected_size", "would_free",
+                       "engine_budget"})  # fmt: skip
 SHA_KEYS = frozenset({"sha", "superseded_by"})
-FIRST_KEYS = ("cause", "reason", "sha", "tokens", "hits", "size")
+# Then every other key by name: the same event always reads the same way. An
+# unlink's cause comes first without its key (it is also the line's colour),
+# so what was removed and how big it was fit in 80 columns.
+FIRST_KEYS = ("cause", "sha", "size", "reason", "tokens", "hits")
 HIDDEN_KEYS = frozenset({"event", "level", "timestamp", "logger"})
-EVENT_WIDTH = 26
+EVENT_WIDTH = 22
+CAUSE_WIDTH = 10  # "superseded"
+MIN_VALUE_WIDTH = 24  # a value is never cut shorter than this
+ELLIPSIS = "…"
 POLL_S = 0.2
 
 
@@ -52,16 +64,27 @@ def _paint(text: str, code: str | None, colour: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
 
 
+def _is_size(key: str) -> bool:
+    return key in SIZE_KEYS or (key.endswith("_bytes") and key != "ctx_size")
+
+
 def _value(key: str, v: Any) -> str:
-    if key in SIZE_KEYS and isinstance(v, int) and not isinstance(v, bool):
+    if _is_size(key) and isinstance(v, int) and not isinstance(v, bool):
         return format_size(v)
     if key in SHA_KEYS and isinstance(v, str) and len(v) == 40:
         return v[:12]
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, str):
-        return v if v and " " not in v else json.dumps(v)
+        return v if v and " " not in v and "=" not in v else json.dumps(v)
+    if isinstance(v, dict):  # e.g. groom.done's by_cause: sizes inside are human too
+        inner = ",".join(f"{k}:{_value(str(k), x)}" for k, x in v.items())
+        return f"{{{inner}}}"
     return json.dumps(v, separators=(",", ":"))
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + ELLIPSIS
 
 
 def _time(stamp: Any) -> str:
@@ -71,8 +94,10 @@ def _time(stamp: Any) -> str:
     return " " * 8
 
 
-def render(rec: dict[str, Any], *, colour: bool = False) -> str:
-    """One aligned line for one log record."""
+def render(rec: dict[str, Any], *, colour: bool = False, width: int | None = None) -> str:
+    """One aligned line for one log record (plus, indented below it, any value
+    that spans lines, such as a traceback). With `width`, the line is cut to
+    it: long values first (to MIN_VALUE_WIDTH), then the line's end."""
     event = str(rec.get("event", "?"))
     level = str(rec.get("level", "")).lower()
     fields = {k: v for k, v in rec.items() if k not in HIDDEN_KEYS}
@@ -80,22 +105,53 @@ def render(rec: dict[str, Any], *, colour: bool = False) -> str:
         path = fields.pop("path", None)
         if "sha" not in fields and isinstance(path, str):
             fields["file"] = os.path.basename(path)
-    ordered = [k for k in FIRST_KEYS if k in fields] + [k for k in fields if k not in FIRST_KEYS]
-    parts = []
-    for k in ordered:
-        text = f"{k}={_value(k, fields[k])}"
-        if k == "cause":
-            text = f"{k}={_value(k, fields[k]):<12}"
-        parts.append(text)
-    body = " ".join(parts)
+    blocks = {k: v for k, v in fields.items() if isinstance(v, str) and "\n" in v.strip()}
+    ordered = [k for k in FIRST_KEYS if k in fields]
+    ordered += sorted(k for k in fields if k not in FIRST_KEYS and k not in blocks)
     shown = LEVEL_NAMES.get(level, level[:5].upper())
     head = f"{_time(rec.get('timestamp'))} {shown:<5} {event:<{EVENT_WIDTH}}"
+    values = {k: _value(k, fields[k]) for k in ordered}
+    if width is not None:
+        room = max(width // 3, MIN_VALUE_WIDTH)
+        values = {k: _cut(v, room) for k, v in values.items()}
+    parts = [
+        f"{values[k]:<{CAUSE_WIDTH}}" if k == "cause" and event in UNLINK_EVENTS
+        else f"{k}={values[k]}"
+        for k in ordered
+    ]  # fmt: skip
+    body = " ".join(parts).rstrip()
+    if width is not None:
+        body = _cut(body, max(width - len(head) - 1, 0)) if body else ""
     if event in UNLINK_EVENTS:
         code = CAUSE_COLOURS.get(str(rec.get("cause")))
         if event == events.WOULD_UNLINK and code:
             code = f"2;{code}"  # dry run: dimmed
-        return _paint(f"{head} {body}".rstrip(), code, colour)
-    return _paint(head, LEVEL_COLOURS.get(level), colour) + (f" {body}" if body else "")
+        line = _paint(f"{head} {body}".rstrip(), code, colour)
+    else:
+        line = _paint(head.rstrip() if not body else head, LEVEL_COLOURS.get(level), colour)
+        line += f" {body}" if body else ""
+    for k, v in blocks.items():  # a traceback: whole, below the line it belongs to
+        text = "\n".join(f"    {x}" for x in v.strip("\n").splitlines())
+        line += "\n" + _paint(f"  {k}:\n{text}", "2", colour)
+    return line
+
+
+def colour_wanted(out: Any) -> bool:
+    """Colour by default: only on a terminal, and never when NO_COLOR is set
+    (to anything but the empty string, as no-color.org says)."""
+    return not os.environ.get("NO_COLOR") and bool(getattr(out, "isatty", lambda: False)())
+
+
+def terminal_width(out: Any) -> int | None:
+    """The width to cut lines to: the terminal's (COLUMNS first), or None when
+    `out` is not a terminal (a pipe or file gets whole lines)."""
+    try:
+        if not out.isatty():
+            return None
+        columns = os.environ.get("COLUMNS", "")
+        return int(columns) if columns.isdigit() else os.get_terminal_size(out.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +275,7 @@ def follow(
 
 
 def run(lines: Iterator[str], out: Any, *, keep: Filter, colour: bool,
-        summary: Summary | None = None) -> Summary:  # fmt: skip
+        summary: Summary | None = None, width: int | None = None) -> Summary:  # fmt: skip
     """Render every line; count what was shown into `summary` as it goes (so an
     interrupt keeps the counts) and return it."""
     summary = summary if summary is not None else Summary()
@@ -233,7 +289,7 @@ def run(lines: Iterator[str], out: Any, *, keep: Filter, colour: bool,
         if not keep(rec):
             continue
         summary.add(rec)
-        out.write(render(rec, colour=colour) + "\n")
+        out.write(render(rec, colour=colour, width=width) + "\n")
         out.flush()
     return summary
 
@@ -241,7 +297,7 @@ def run(lines: Iterator[str], out: Any, *, keep: Filter, colour: bool,
 def _colour(choice: str, out: Any) -> bool:
     if choice != "auto":
         return choice == "always"
-    return not os.environ.get("NO_COLOR") and bool(getattr(out, "isatty", lambda: False)())
+    return colour_wanted(out)
 
 
 def main(args: argparse.Namespace, stdin: BinaryIO | None = None, out: Any = None) -> int:
@@ -265,7 +321,7 @@ def main(args: argparse.Namespace, stdin: BinaryIO | None = None, out: Any = Non
     old = signal.signal(signal.SIGTERM, stop)
     summary = Summary()
     try:
-        run(lines, out, keep=keep, colour=colour, summary=summary)
+        run(lines, out, keep=keep, colour=colour, summary=summary, width=terminal_width(out))
     except (_Stop, KeyboardInterrupt):
         pass
     except BrokenPipeError:  # e.g. `| head`: the reader left, nobody wants a summary

@@ -86,7 +86,7 @@ class TestRender:
         on = cli_inproc("tail", "--no-follow", "--color", "always", groom_log)[1]
         lines = {line for line in on.splitlines() if "snapshot.unlinked" in line}
         assert all(line.startswith("\x1b[36m") for line in lines if "superseded" in line)
-        assert all(line.startswith("\x1b[33m") for line in lines if "cause=budget" in line)
+        assert all(line.startswith("\x1b[33m") for line in lines if " budget " in line)
         off = cli_inproc("tail", "--no-follow", "--color", "never", groom_log)[1]
         assert "\x1b[" not in off
 
@@ -99,7 +99,7 @@ class TestFilters:
                                "--cause", "superseded", groom_log)  # fmt: skip
         body, summary = out.splitlines()[:-1], out.splitlines()[-1]
         assert len(body) == 2
-        assert all("snapshot.unlinked" in line and "cause=superseded" in line for line in body)
+        assert all("snapshot.unlinked      superseded sha=" in line for line in body)
         assert summary.startswith("summary: unlinked 2 files")
         assert "budget" not in summary
 
