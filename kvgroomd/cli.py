@@ -64,8 +64,15 @@ def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     return check_values(config), overrides
 
 
+def _need_a_directory(args: argparse.Namespace) -> None:
+    """Nothing to work on: the usage and exit status 2, as for any usage error."""
+    if args.config is None and args.cache_dir is None:
+        args.parser.error("give --cache-dir DIR (and --engine-budget N) or --config FILE")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground."""
+    _need_a_directory(args)
     from kvgroomd.daemon.loop import Daemon  # noqa: PLC0415 - watchdog only where needed
 
     config, overrides = _load(args)
@@ -92,6 +99,7 @@ GROOM_EXIT_CODES = """exit status:
 def cmd_groom(args: argparse.Namespace) -> int:
     """One pass of leak cleanup (if enabled), supersession and budget eviction,
     with the daemon's log lines, then exit."""
+    _need_a_directory(args)
     from kvgroomd.daemon.groom import Groomer, cause_totals  # noqa: PLC0415
     from kvgroomd.daemon.metrics import Metrics  # noqa: PLC0415 - prometheus_client only if asked
 
@@ -110,11 +118,15 @@ def cmd_groom(args: argparse.Namespace) -> int:
                   errno=e.errno)  # fmt: skip
         return EXIT_FAILED
     g = groomer.index
+    t = groomer.totals
     over = config.budget is not None and g.total_bytes > config.budget and not config.dry_run
+    # A dry run's total: what the real pass would free (dir_bytes is already as after it).
+    would = {"would_unlink": sum(t.would.values()),
+             "would_free": sum(t.would_free.values())} if config.dry_run else {}  # fmt: skip
     log.info(events.GROOM_DONE, snapshots=len(g), dir_bytes=g.total_bytes,
-             budget=config.budget, dry_run=config.dry_run,
-             by_cause=cause_totals(groomer.totals), within_budget=not over,
-             unlink_failures=groomer.totals.failed)  # fmt: skip
+             budget=config.budget, dry_run=config.dry_run, **would,
+             by_cause=cause_totals(t), within_budget=not over,
+             unlink_failures=t.failed)  # fmt: skip
     if metrics is not None:
         metrics.update(groomer, config)
     if groomer.totals.failed:
@@ -167,17 +179,25 @@ def _readonly(fn: Any) -> Any:
 
 @_readonly
 def cmd_ls(args: argparse.Namespace) -> int:
-    """List every snapshot with its policy score and eviction rank, and every
-    other file with the reason it is not a snapshot. Read-only."""
+    """List every snapshot with the value its policy puts on it and its
+    eviction rank, and every other file with the reason it is not a snapshot.
+    Read-only. Filters (--reason, --older-than, --newer-than) select snapshots;
+    `-q` prints only their file names, one a line, for xargs."""
     from kvgroomd.ops import inventory, report  # noqa: PLC0415
 
     inv, directory = _inventory(args)
     rows = inventory.sorted_rows(inv, args.sort, reverse=args.reverse)
-    if args.json:
+    chosen = report.Selection(frozenset(args.reason or ()), args.older_than, args.newer_than)
+    if chosen:
+        rows = [r for r in rows if chosen(r, inv.now)]
+    if args.quiet:
+        sys.stdout.writelines(f"{r.snap.name}\n" for r in rows)
+    elif args.json:
         json.dump(inventory.ls_json(inv, directory, rows), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write("\n".join(report.ls_lines(inv, rows, directory)) + "\n")
+        lines = report.ls_lines(inv, rows, directory, others=not chosen)
+        sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 
 
@@ -224,6 +244,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate.main(args.rest)
 
 
+def _can_plot() -> bool:
+    """Whether the optional matplotlib (`kvgroomd[plot]`) imports. Asked before
+    a simulation that may run for a minute, not after it."""
+    try:
+        import matplotlib  # noqa: F401, PLC0415 - optional dependency
+    except ImportError:
+        return False
+    return True
+
+
 class _Version(argparse.Action):
     """--version, reading the installed version only when asked: importlib.metadata
     (and the email package it pulls in) would add ~50 ms to every start-up."""
@@ -246,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the daemon in the foreground",
                        description=cmd_run.__doc__)  # fmt: skip
     _config_args(p)
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, parser=p)
 
     p = sub.add_parser("check-config", help="validate a config file and print it",
                        description=cmd_check_config.__doc__)  # fmt: skip
@@ -256,11 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("groom", help="one grooming pass, then exit",
                        description=cmd_groom.__doc__, epilog=GROOM_EXIT_CODES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--once", action="store_true", required=True,
-                   help="run a single pass (the only mode; the daemon is `run`)")  # fmt: skip
+    p.add_argument("--once", action="store_true",
+                   help="accepted for compatibility: groom always runs one pass "
+                        "(the daemon is `run`)")  # fmt: skip
     _config_args(p)
-    p.set_defaults(func=cmd_groom)
+    p.set_defaults(func=cmd_groom, parser=p)
 
+    from kvgroomd.format.header import Reason  # noqa: PLC0415
     from kvgroomd.ops.inventory import SORT_KEYS  # noqa: PLC0415
 
     p = sub.add_parser("ls", help="list snapshots with score, rank and chain (read-only)",
@@ -269,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", choices=list(SORT_KEYS), default="rank",
                    help="sort key (default: rank, the first to be evicted first)")  # fmt: skip
     p.add_argument("--reverse", "-r", action="store_true", help="reverse the order")
+    p.add_argument("--reason", action="append", metavar="REASON",
+                   choices=[r.label for r in Reason],
+                   help="only snapshots stored for this reason (repeatable): "
+                        f"{', '.join(r.label for r in Reason)}")  # fmt: skip
+    p.add_argument("--older-than", type=_duration, metavar="AGE",
+                   help="only snapshots created more than AGE ago, e.g. 7d, 12h")  # fmt: skip
+    p.add_argument("--newer-than", type=_duration, metavar="AGE",
+                   help="only snapshots created less than AGE ago")  # fmt: skip
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only the snapshots' file names, one a line (for xargs)")  # fmt: skip
     p.set_defaults(func=cmd_ls, parser=p)
 
     p = sub.add_parser("stats", help="totals, budget, chains, invalid files, leaks (read-only)",
@@ -302,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kvgroomd` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:  # the simulator parses its own options (and --help)
+        if any(a == "--plot" or a.startswith("--plot=") for a in argv[1:]) and not _can_plot():
+            print("kvgroomd simulate: --plot needs matplotlib: pip install 'kvgroomd[plot]'",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_FAILED
         from kvgroomd.sim import replay as simulate  # noqa: PLC0415
 
         return simulate.main(argv[1:])

@@ -103,6 +103,8 @@ class Totals:
 
     unlinked: Counter[str] = field(default_factory=Counter)
     freed: Counter[str] = field(default_factory=Counter)
+    would: Counter[str] = field(default_factory=Counter)  # dry run: unlinks not done
+    would_free: Counter[str] = field(default_factory=Counter)
     invalid: int = 0
     events: int = 0
     repairs: int = 0
@@ -367,6 +369,8 @@ class Groomer:
             elif outcome.result is Result.WOULD_UNLINK:
                 self.index.pop(d.name)
                 self.dry_removed[d.name] = d.seen
+                self.totals.would[d.cause] += 1
+                self.totals.would_free[d.cause] += outcome.freed
             elif outcome.result is Result.GONE:
                 self.index.pop(d.name)
             elif outcome.result is Result.CHANGED and d.name.endswith(".kv"):
@@ -598,7 +602,10 @@ class Groomer:
 
 
 def cause_totals(totals: Totals) -> dict[str, Any]:
-    """Unlinks and bytes freed by cause, for summaries."""
-    return {str(c): {"unlinked": totals.unlinked[c], "freed": totals.freed[c]} for c in Cause}
+    """Unlinks and bytes freed by cause (and a dry run's would-be ones), for summaries."""
+    return {str(c): {"unlinked": totals.unlinked[c], "freed": totals.freed[c],
+                     **({"would_unlink": totals.would[c], "would_free": totals.would_free[c]}
+                        if totals.would else {})}
+            for c in Cause}  # fmt: skip
 
 

@@ -6,12 +6,33 @@ Pure. The JSON forms are built in inventory.py; this module only formats.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kvgroomd.config import format_size
 from kvgroomd.ops.inventory import Inventory, Row
 
 MODELS = {0: "flash", 1: "pro"}
+GiB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which snapshots `ls` shows: by reason and by age (since created_at)."""
+
+    reasons: frozenset[str] = frozenset()
+    older_than: float | None = None  # seconds
+    newer_than: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.reasons) or self.older_than is not None or self.newer_than is not None
+
+    def __call__(self, r: Row, now: float) -> bool:
+        h = r.snap.header
+        age = now - h.created_at
+        return ((not self.reasons or h.reason.label in self.reasons)
+                and (self.older_than is None or age > self.older_than)
+                and (self.newer_than is None or age < self.newer_than))  # fmt: skip
 
 
 def duration(seconds: float) -> str:
@@ -23,10 +44,26 @@ def duration(seconds: float) -> str:
     return f"{s}s"
 
 
+def per_gib(score: float) -> str:
+    """A policy's value (prefill tokens per byte held) as tokens per GiB, in
+    words a person reads: 1.2M, 45k, 830, 0.25; 0 below 0.01 (a file idle for
+    months is worth nothing to keep, not 1.34e-61 of something)."""
+    v = score * GiB
+    if v >= 1e6:
+        return f"{v / 1e6:.1f}M"
+    if v >= 1e4:
+        return f"{v / 1e3:.0f}k"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    if v >= 10:
+        return f"{v:.0f}"
+    return f"{v:.2f}" if v >= 0.01 else "0"
+
+
 def _score(r: Row) -> str:
     if r.score is None:
         return f"protected({r.protected})"
-    return f"{r.score:.3g}"
+    return per_gib(r.score)
 
 
 def _notes(r: Row) -> str:
@@ -51,8 +88,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
     return out
 
 
-def ls_lines(inv: Inventory, rows: Sequence[Row], directory: str) -> list[str]:
-    """The `ls` table: snapshots, then the other files, then a total."""
+def ls_lines(inv: Inventory, rows: Sequence[Row], directory: str, *,
+             others: bool = True) -> list[str]:  # fmt: skip
+    """The `ls` table: snapshots, a total, then (with `others`) the other files.
+    `rows` may be a selection: the total then counts the rows shown."""
     now = inv.now
     cells = []
     for r in rows:
@@ -64,14 +103,18 @@ def ls_lines(inv: Inventory, rows: Sequence[Row], directory: str) -> list[str]:
             _score(r), str(r.rank) if r.rank is not None else "-", _notes(r),
         ])  # fmt: skip
     head = ["SHA", "REASON", "TOKENS", "HITS", "SIZE", "AGE", "USED", "MODEL/Q/CTX",
-            "SCORE", "RANK", "NOTES"]  # fmt: skip
+            "TOK/GiB", "RANK", "NOTES"]  # fmt: skip
     out = _table(head, cells, right={2, 3, 4, 5, 6, 8, 9})
     used = sum(r.snap.size for r in inv.rows)
     budget = inv.settings.budget
     of = f" of {format_size(budget)} budget ({100 * used / budget:.1f}%)" if budget else ""
-    out.append(f"{len(inv.rows)} snapshots, {format_size(used)}{of} in {directory}; "
+    shown = "" if len(rows) == len(inv.rows) else (
+        f"{len(rows)} of {len(inv.rows)} shown ({format_size(sum(r.snap.size for r in rows))}); ")
+    out.append(f"{shown}{len(inv.rows)} snapshots, {format_size(used)}{of} in {directory}; "
                f"policy {inv.settings.policy.name}, rank 1 is evicted first")  # fmt: skip
-    if inv.others:
+    out.append("TOK/GiB: prefill tokens the policy expects the file to save, per GiB it "
+               "holds; the lowest goes first")  # fmt: skip
+    if inv.others and others:
         out.append("")
         out.append(f"not snapshots ({len(inv.others)}):")
         other = [

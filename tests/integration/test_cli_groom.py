@@ -135,10 +135,6 @@ class TestExitCodes:
         assert p.returncode == 3
         assert "budgt" in p.stderr
 
-    def test_without_once_is_a_usage_error(self, run_cli: Any, fixture_cache: Path) -> None:
-        """`groom` without --once exits 2 (the daemon is `run`)."""
-        assert run_cli("groom", "--cache-dir", fixture_cache).returncode == 2
-
 
 class TestTextfile:
     def test_pass_writes_a_parseable_textfile(
