@@ -24,6 +24,7 @@ from kvgroomd.config import (
     check_values,
     load_config,
     parse_duration,
+    parse_engine_budget,
     parse_size,
 )
 
@@ -37,6 +38,26 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _engine_budget(text: str) -> int:
+    try:
+        return parse_engine_budget(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _engine_budget_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine-budget", "--kv-disk-space-mb", dest="engine_budget",
+                   type=_engine_budget, metavar="MiB",
+                   help="the engine's --kv-disk-space-mb: a bare number is MiB, a size with "
+                        "a unit (4GiB) also works (overrides the config)")  # fmt: skip
+
+
+def _warn(config: Config, log: Any) -> None:
+    """Log what the config file says that still works but should change."""
+    for warning in config.warnings:
+        log.warning(events.CONFIG_WARNING, warning=warning)
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -48,13 +69,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", type=Path, help="YAML config file (see config.example.yaml)")
     p.add_argument("--cache-dir", type=Path, help="the ds4 --kv-disk-dir (overrides the config)")
     p.add_argument("--budget", type=_size, help="disk budget, e.g. 60GiB (overrides the config)")
+    _engine_budget_arg(p)
     p.add_argument("--dry-run", action="store_const", const=True, default=None,
                    help="log snapshot.would_unlink instead of deleting")  # fmt: skip
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
     cache_dir = args.cache_dir.absolute() if args.cache_dir is not None else None
-    overrides = {"cache_dir": cache_dir, "budget": args.budget, "dry_run": args.dry_run}
+    overrides = {"cache_dir": cache_dir, "budget": args.budget,
+                 "engine_budget": args.engine_budget, "dry_run": args.dry_run}  # fmt: skip
     if args.config is not None:
         config = load_config(args.config).with_overrides(**overrides)
     elif cache_dir is None:
@@ -77,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config, overrides = _load(args)
     events.configure(config.log_format, config.log_level)
+    _warn(config, events.get())
     return Daemon(config, events.get(), config_path=args.config, overrides=overrides).run()
 
 
@@ -85,6 +109,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     json.dump(config.effective(), sys.stdout, indent=2)
     sys.stdout.write("\n")
+    for warning in config.warnings:
+        print(f"kvgroomd: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -106,6 +132,7 @@ def cmd_groom(args: argparse.Namespace) -> int:
     config, _ = _load(args)
     events.configure(config.log_format, config.log_level)
     log = events.get()
+    _warn(config, log)
     if not config.cache_dir.is_dir():
         log.error(events.DIR_MISSING, cache_dir=str(config.cache_dir))
         return EXIT_FAILED
@@ -147,10 +174,12 @@ def _inventory(args: argparse.Namespace) -> tuple[Any, str]:
     directory = args.dir if args.dir is not None else config.cache_dir
     if args.policy is not None and args.policy != config.policy:
         config = config.with_overrides(policy=args.policy, policy_params={})
+    config = config.with_overrides(engine_budget=args.engine_budget)
     settings = inventory.Settings(
         POLICIES[config.policy], dict(config.policy_params), config.protect_new,
         config.reject_different_quant,
         args.budget if args.budget is not None else config.budget, config.orphan_temp_age,
+        config.engine_budget,
     )  # fmt: skip
     found = scan_directory(directory)
     inv = inventory.build(found.snapshots, invalid=found.invalid, temps=found.temps,
@@ -234,6 +263,7 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", choices=sorted(POLICIES),
                    help="score with this policy (default: the config's, else prefill)")  # fmt: skip
     p.add_argument("--budget", type=_size, help="budget to compare with, e.g. 60GiB")
+    _engine_budget_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON (schema in the docs)")
 
 

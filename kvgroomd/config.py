@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES
+from kvgroomd.format.engine import COMPRESSING_LAYOUTS, DETECT, ENGINE_LAYOUTS, EngineOptions, MiB
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,27 @@ def parse_duration(value: object) -> float:
     raise ValueError(f"expected a duration such as 120s, 5m, 6h or seconds, got {shown(value)}")
 
 
+def parse_engine_budget(value: object) -> int:
+    """Bytes of an `engine_budget` (config key or `--engine-budget`): a bare
+    number is MiB, as ds4-server's --kv-disk-space-mb takes it (copied as
+    is); a size with a unit (`4GiB`, `4096MiB`) is also accepted. Not 0: the
+    engine then never evicts (leave engine_budget out instead)."""
+    if isinstance(value, bool):
+        raise ValueError("expected MiB as ds4-server's --kv-disk-space-mb takes, or a size "
+                         "such as 4GiB")  # fmt: skip
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+(?:\.[0-9]+)?\s*", value):
+        value = Decimal(value.strip())
+    if isinstance(value, int | float | Decimal):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"expected a number of MiB >= 0, got {shown(value)}")
+        n = int(Decimal(value) * MiB)
+    else:
+        n = parse_size(value)
+    if n <= 0:
+        raise ValueError("0 means the engine never evicts: leave engine_budget out instead")
+    return n
+
+
 def format_size(n: float) -> str:
     """Human size, binary units: 291.8 MiB."""
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -112,12 +134,15 @@ class Config:
 
     cache_dir: Path
     budget: int | None = None  # bytes; None: no budget eviction
+    # The engine's --kv-disk-space-mb, in bytes (None: not given).
+    engine_budget: int | None = None
+    # The engine's other cache flags (format/engine.py), the `engine:` block.
+    engine: EngineOptions = field(default_factory=EngineOptions)
     low_watermark: float = 0.9
     protect_new: float = 120.0  # seconds
     policy: str = DEFAULT_POLICY
     policy_params: Mapping[str, float] = field(default_factory=dict)
     supersede: bool = True
-    reject_different_quant: bool = False
     reconcile_interval: float = 300.0  # seconds
     dry_run: bool = False
     log_format: str = "auto"  # auto | json | console
@@ -127,10 +152,19 @@ class Config:
     stale_format: bool = False
     metrics_textfile: Path | None = None
     metrics_listen: str | None = None  # "127.0.0.1:9101"
+    # What the file says that still works but should change (a moved key):
+    # check-config prints these, the daemon logs them at start.
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def reject_different_quant(self) -> bool:
+        """The engine runs with --kv-cache-reject-different-quant (`engine:` block)."""
+        return self.engine.reject_different_quant
 
     def effective(self) -> dict[str, Any]:
         """The config as plain data, for `check-config` and the start-up log."""
         out = asdict(self)
+        del out["warnings"]
         out["cache_dir"] = str(self.cache_dir)
         out["metrics_textfile"] = str(self.metrics_textfile) if self.metrics_textfile else None
         out["policy_params"] = {**POLICIES[self.policy].defaults, **self.policy_params}
@@ -249,14 +283,40 @@ def _cache_dir(v: object) -> Path:
     return path
 
 
-# key -> (Config field, parser). Nested blocks use "block.key".
+def _count(v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"expected a whole number >= 0, got {shown(v)}")
+    return v
+
+
+def _ratio(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v >= 1):
+        raise ValueError(f"expected a number >= 1 (raw size / compressed size), got {shown(v)}")
+    return float(v)
+
+
+def _fine_size(v: object) -> float:
+    """A size that may be fractional bytes (a per-token average: 13.45KiB)."""
+    if isinstance(v, float) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
+        return v
+    if isinstance(v, str) and (m := _SIZE.fullmatch(v)):
+        n = float(Decimal(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+    else:
+        n = float(parse_size(v))
+    if n <= 0:
+        raise ValueError("must be more than 0")
+    return n
+
+
+# key -> (Config field, parser). Nested blocks use "block.key"; a field
+# "engine.X" is EngineOptions.X (format/engine.py).
 _FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "cache_dir": ("cache_dir", _cache_dir),
     "budget": ("budget", _optional(_budget)),
+    "engine_budget": ("engine_budget", _optional(parse_engine_budget)),
     "low_watermark": ("low_watermark", _fraction),
     "protect_new": ("protect_new", parse_duration),
     "supersede": ("supersede", _bool),
-    "reject_different_quant": ("reject_different_quant", _bool),
     "reconcile_interval": ("reconcile_interval", _positive_duration),
     "dry_run": ("dry_run", _bool),
     "log.format": ("log_format", _choice("auto", "json", "console")),
@@ -266,8 +326,21 @@ _FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "cleanup.stale_format": ("stale_format", _bool),
     "metrics.textfile": ("metrics_textfile", _optional(_path)),
     "metrics.listen": ("metrics_listen", _optional(_listen)),
+    "engine.layout": ("engine.layout", _choice(DETECT, *ENGINE_LAYOUTS)),
+    "engine.continued_interval": ("engine.continued_interval", _count),
+    "engine.boundary_align": ("engine.boundary_align", _count),
+    "engine.boundary_trim": ("engine.boundary_trim", _count),
+    "engine.min_tokens": ("engine.min_tokens", _count),
+    "engine.cold_max_tokens": ("engine.cold_max_tokens", _count),
+    "engine.compression": ("engine.compression", _bool),
+    "engine.compression_ratio": ("engine.compression_ratio", _ratio),
+    "engine.snapshot_overhead": ("engine.snapshot_overhead", parse_size),
+    "engine.token_bytes": ("engine.token_bytes", _fine_size),
+    "engine.reject_different_quant": ("engine.reject_different_quant", _bool),
 }
-_BLOCKS = {"log", "cleanup", "metrics"}
+_BLOCKS = {"log", "cleanup", "metrics", "engine"}
+# Keys that moved: old key -> new key. The old one still works, with a warning.
+_MOVED = {"reject_different_quant": "engine.reject_different_quant"}
 
 
 class _Reader:
@@ -353,6 +426,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if root is None:
         raise ConfigError(f"{source}: empty config: cache_dir is required")
     values: dict[str, Any] = {}
+    engine: dict[str, Any] = {}
+    nodes: dict[str, yaml.Node] = {}  # key -> its value's node, for errors across keys
+    warnings: list[str] = []
     policy_node: tuple[yaml.Node, yaml.Node] | None = None
     for name, knode, vnode in r.mapping(root, ""):
         if name == "policy":
@@ -364,20 +440,47 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             else [(name, knode, vnode)]
         )
         for key, k, v in pairs:
-            if key not in _FIELDS:
-                known = ", ".join(sorted({*(_FIELDS), "policy"}))
-                raise r.error(k, key, f"unknown key (known: {known})")
-            attr, parse = _FIELDS[key]
-            raw = r.value(v, key)
-            try:
-                values[attr] = parse(raw)
-            except ValueError as e:
-                raise r.error(v, key, str(e)) from None
+            key, parsed = _entry(r, key, k, v, nodes=nodes, warnings=warnings)  # noqa: PLW2901 - a moved key
+            if key.startswith("engine."):
+                engine[key.removeprefix("engine.")] = parsed
+            else:
+                values[_FIELDS[key][0]] = parsed
     if "cache_dir" not in values:
         raise r.error(root, "cache_dir", "required: the ds4 --kv-disk-dir to groom")
     if policy_node:
         values["policy"], values["policy_params"] = _policy(r, *policy_node)
-    return Config(**values)
+    layout = engine.get("layout", DETECT)
+    if engine.get("compression") and layout not in (DETECT, *COMPRESSING_LAYOUTS):
+        raise r.error(nodes["engine.compression"], "engine.compression",
+                      f"the {layout} layout does not compress (compressing layouts: "
+                      f"{', '.join(COMPRESSING_LAYOUTS)})")  # fmt: skip
+    return Config(**values, engine=EngineOptions(**engine), warnings=tuple(warnings))
+
+
+def _entry(r: _Reader, key: str, k: yaml.Node, v: yaml.Node, *, nodes: dict[str, yaml.Node],
+           warnings: list[str]) -> tuple[str, Any]:  # fmt: skip
+    """(key, parsed value) of one `key: value`; a moved key is read as its
+    new name, with a warning. `nodes` remembers each key's value node."""
+    if key in _MOVED:
+        new = _MOVED[key]
+        if new in nodes:
+            raise r.error(k, key, f"given twice: as {key} and as {new}")
+        warnings.append(f"{r.source}:{k.start_mark.line + 1}: {key}: deprecated, now {new} "
+                        "(still read, for now)")  # fmt: skip
+        key = new
+    elif key in nodes:  # the new name after the old one
+        old = next(o for o, n in _MOVED.items() if n == key)
+        raise r.error(k, key, f"given twice: as {old} and as {key}")
+    if key not in _FIELDS:
+        known = ", ".join(sorted({*(_FIELDS), "policy"}))
+        raise r.error(k, key, f"unknown key (known: {known})")
+    raw = r.value(v, key)
+    try:
+        parsed = _FIELDS[key][1](raw)
+    except ValueError as e:
+        raise r.error(v, key, str(e)) from None
+    nodes[key] = v
+    return key, parsed
 
 
 def _policy(r: _Reader, knode: yaml.Node, vnode: yaml.Node) -> tuple[str, dict[str, float]]:

@@ -31,6 +31,7 @@ STOPPED = "daemon.stopped"
 FAILED = "daemon.failed"  # an unexpected error: exits 1
 DIR_MISSING = "daemon.cache_dir_missing"
 DIR_ERROR = "daemon.cache_dir_error"
+CONFIG_WARNING = "config.warning"  # a config key that still works but should change
 OBSERVER_DIED = "observer.died"
 OBSERVER_RESTARTED = "observer.restarted"
 OBSERVER_START_FAILED = "observer.start_failed"

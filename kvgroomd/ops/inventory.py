@@ -47,6 +47,7 @@ class Settings:
     strict_quant: bool = False
     budget: int | None = None
     orphan_temp_age: float = 3600.0
+    engine_budget: int | None = None  # the engine's --kv-disk-space-mb, bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +338,7 @@ def stats(inv: Inventory, directory: str) -> dict[str, Any]:
             "used": used,
             "fraction": used / budget if budget else None,
             "over": max(0, used - budget) if budget is not None else None,
+            "engine": inv.settings.engine_budget,
         },
         "chains": {
             "count": len(inv.chains),

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from kvgroomd.config import parse_size
+from kvgroomd.format.engine import EngineOptions
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -127,24 +128,32 @@ class EngineParams:
     decode_tps: float = 20.0
 
     @property
+    def options(self) -> EngineOptions:
+        """These settings as the engine's options (format/engine.py)."""
+        return _options(self)
+
+    @property
     def continued_step(self) -> int:
         """Continued checkpoints land at multiples of this (10240 by default)."""
-        a = self.boundary_align
-        return -(-self.continued_interval // a) * a if a > 0 else self.continued_interval
+        return self.options.continued_step
 
     def store_len(self, tokens: int) -> int:
         """The engine's cold length without an anchor: trimmed, aligned down."""
-        if tokens > self.min_tokens + self.boundary_trim:
-            stable = tokens - self.boundary_trim
-            if self.boundary_align > 0:
-                stable -= stable % self.boundary_align
-            if stable >= self.min_tokens:
-                return stable
-        return tokens
+        return self.options.store_len(tokens)
 
     def size(self, tokens: int) -> int:
         """Bytes of a snapshot of `tokens` tokens."""
-        return self.size_base + int(self.size_per_token * tokens)
+        return self.options.size(tokens)
+
+
+@functools.lru_cache(maxsize=64)
+def _options(p: EngineParams) -> EngineOptions:
+    return EngineOptions(
+        min_tokens=p.min_tokens, cold_max_tokens=p.cold_max_tokens,
+        continued_interval=p.continued_interval, boundary_trim=p.boundary_trim,
+        boundary_align=p.boundary_align, snapshot_overhead=p.size_base,
+        token_bytes=p.size_per_token,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

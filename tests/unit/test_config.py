@@ -21,6 +21,7 @@ from kvgroomd.config import (
     parse_size,
 )
 from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES, PREFILL_DEFAULTS
+from kvgroomd.format.engine import EngineOptions
 
 SRC = "kvgroomd.yaml"
 
@@ -138,7 +139,8 @@ class TestDefaults:
             "low_watermark: 0.8\n"
             "protect_new: 5m\n"
             "supersede: false\n"
-            "reject_different_quant: true\n"
+            "engine_budget: 4096\n"
+            "engine:\n  layout: codec-at-21\n  reject_different_quant: true\n"
             "reconcile_interval: 1h\n"
             "dry_run: true\n"
             "log:\n  format: json\n  level: debug\n"
@@ -148,7 +150,8 @@ class TestDefaults:
         )
         assert c == Config(
             cache_dir=Path("/kv"), budget=8 * 2**30, low_watermark=0.8, protect_new=300.0,
-            policy="ds4", policy_params={}, supersede=False, reject_different_quant=True,
+            policy="ds4", policy_params={}, supersede=False, engine_budget=4096 * 2**20,
+            engine=EngineOptions(layout="codec-at-21", reject_different_quant=True),
             reconcile_interval=3600.0, dry_run=True, log_format="json", log_level="debug",
             orphan_temps=True, orphan_temp_age=7200.0, stale_format=True,
             metrics_textfile=Path("/run/kv.prom"), metrics_listen="127.0.0.1:9101",
