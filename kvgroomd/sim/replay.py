@@ -473,7 +473,8 @@ class RunReport:
     bytes_deleted_unhit: int
     peak_bytes: int
     deleted: Mapping[str, int]
-    # One row per request: finish time (s), disk bytes, cumulative tokens saved.
+    # One row per request: finish time (s), disk bytes, cumulative tokens saved,
+    # the engine's budget and kvgroomd's (NaN: none) in force then.
     timeline: npt.NDArray[np.float64] = field(repr=False, compare=False)
 
     @property
@@ -557,11 +558,13 @@ def replay(
         return free
 
     free = 0.0
-    rows = np.zeros((len(reqs), 3))
+    rows = np.zeros((len(reqs), 5))
     for i, r in enumerate(reqs):
         free = restart(max(r.at, free), free)
         free = engine.serve(r, max(r.at, free))
-        rows[i] = (free, disk.index.total_bytes, engine.saved)
+        mine = groomer.limit() if groomer is not None else None
+        rows[i] = (free, disk.index.total_bytes, engine.saved, engine.budget,
+                   math.nan if mine is None else mine)  # fmt: skip
     restart(math.inf, free)
     return RunReport(
         label="engine alone" if groom is None else groom.label,
