@@ -35,7 +35,7 @@ try:
     from kvgroomd.core.supersede import prefixes_of
 except ImportError:  # an older kvgroomd (to measure it too)
     prefixes_of = None
-from kvgroomd.testing.engine import Engine, conversation, eviction_score, system_prompt
+from kvgroomd.testing.engine import Engine, conversation, system_prompt
 
 
 class NullLog:
@@ -178,12 +178,10 @@ def engine_rescan_lean(directory: Path) -> int:
 
 
 def engine_rescan_emulator(engine: Engine) -> int:
-    """The emulator's own pass: `entries()` and a score for each (evict_to)."""
-    now = engine.now()
-    entries = engine.entries()
-    for e in entries:
-        eviction_score(e.header, e.size, now)
-    return len(entries)
+    """The emulator's own pass: re-read every header, score them all (evict_to)."""
+    listing = engine.files.listing()
+    engine.model.scores(listing, engine.now())
+    return len(listing.names)
 
 
 def engine_vs_index(g: Groomer, directory: Path, *, system_seed: int, stores: int = 15,

@@ -269,7 +269,7 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Replay a workload through the engine model, with and without kvgroomd."""
-    from kvgroomd.sim import replay as simulate  # noqa: PLC0415 - pulls in the simulator only here
+    from kvgroomd.sim import cli as simulate  # noqa: PLC0415 - pulls in the simulator only here
 
     return simulate.main(args.rest)
 
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             print("kvgroomd simulate: --plot needs matplotlib: pip install 'kvgroomd[plot]'",
                   file=sys.stderr)  # fmt: skip
             return EXIT_FAILED
-        from kvgroomd.sim import replay as simulate  # noqa: PLC0415
+        from kvgroomd.sim import cli as simulate  # noqa: PLC0415
 
         return simulate.main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -65,20 +66,49 @@ def _reason_is(cols: Columns, *reasons: Reason) -> npt.NDArray[np.bool_]:
     return np.isin(cols["reason"], [int(r) for r in reasons])
 
 
-ENGINE_HALF_LIFE_S = 6 * HOUR  # ds4_kvstore.c: hits fade with a 6 h half-life
+ENGINE_HALF_LIFE_S = 6 * HOUR  # DS4_KVSTORE_HIT_HALF_LIFE_SECONDS: hits fade with a 6 h half-life
+ENGINE_MIN_HITS = 0.01  # KV_CACHE_MIN_EFFECTIVE_HITS: decayed hits below this count as 0
+ENGINE_ANCHOR_FACTOR = 2.0  # current engines: cold/evict/shutdown scores x2
+ENGINE_SUPERSEDED_MIN = 0.05  # current engines: a continued prefix of the incoming file
+ENGINE_SUPERSEDED_HITS = 0.45  # ... is scored x (0.05 + 0.45 h/(h+1))
+_ANCHORS = [int(Reason.COLD), int(Reason.EVICT), int(Reason.SHUTDOWN)]
+
+
+def engine_scores(hits: npt.NDArray[Any], last_used: npt.NDArray[Any],  # noqa: PLR0917 - columns
+                  created_at: npt.NDArray[Any], tokens: npt.NDArray[Any],
+                  size: npt.NDArray[Any], reason: npt.NDArray[Any], now: float, *,
+                  current: bool = True,
+                  superseded: npt.NDArray[np.bool_] | None = None) -> Values:  # fmt: skip
+    """ds4_kvstore_entry_eviction_score for every entry: the lowest goes first.
+
+    The one copy of the engine's score (spec §3), used by the `ds4` policy and
+    by the engine model (kvgroomd.sim.engine). `(h + 1) * tokens / size`, with
+    `h = hits * 2^(-(now - used_at) / 6h)` when `now > used_at` (0 below 0.01;
+    `used_at` is last_used, else created_at; h = 0 when both are 0), 0 for an
+    empty file. Current engines (`current`) double cold/evict/shutdown entries
+    and multiply a `continued` entry the incoming file supersedes
+    (`superseded`) by `0.05 + 0.45 * h / (h + 1)`.
+    """
+    used = np.where(last_used > 0, last_used, created_at).astype(np.float64)
+    h = hits.astype(np.float64)
+    decayed = h * np.exp2(-(now - used) / ENGINE_HALF_LIFE_S)
+    decayed = np.where(decayed < ENGINE_MIN_HITS, 0.0, decayed)
+    h = np.where(used == 0, 0.0, np.where(now > used, decayed, h))
+    sizes = size.astype(np.float64)
+    score = np.where(sizes > 0, (h + 1.0) * tokens / np.maximum(sizes, 1.0), 0.0)
+    if current:
+        score = np.where(np.isin(reason, _ANCHORS), score * ENGINE_ANCHOR_FACTOR, score)
+        if superseded is not None:
+            factor = ENGINE_SUPERSEDED_MIN + ENGINE_SUPERSEDED_HITS * (h / (h + 1.0))
+            score = np.where(superseded, score * factor, score)
+    return np.asarray(score, dtype=np.float64)
 
 
 @register("ds4", {}, "the engine's own eviction score (spec §3), the baseline to beat")
 def engine_score(cols: Columns, now: float, _params: Mapping[str, float]) -> Values:
-    """(h + 1) * tokens / size, h = hits decayed with a 6 h half-life (0 below
-    0.01), doubled for cold/evict/shutdown as current engines do."""
-    hits = cols["hits"] * np.exp2(-_idle_seconds(cols, now) / ENGINE_HALF_LIFE_S)
-    hits = np.where(hits < 0.01, 0.0, hits)
-    size = np.maximum(cols["size"].astype(np.float64), 1.0)
-    score = (hits + 1.0) * cols["tokens"] / size
-    doubled: Values = np.where(_reason_is(cols, Reason.COLD, Reason.EVICT, Reason.SHUTDOWN),
-                               score * 2, score)  # fmt: skip
-    return doubled
+    """The current engine's score (`engine_scores`) of every row."""
+    return engine_scores(cols["hits"], cols["last_used"], cols["created_at"], cols["tokens"],
+                         cols["size"], cols["reason"], now)  # fmt: skip
 
 
 # The default policy. Each value was chosen by replaying the scenario library

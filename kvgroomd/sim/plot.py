@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from kvgroomd.sim.replay import Report, RunReport
+    from kvgroomd.sim.report import Report, RunReport
 
 GiB = 1 << 30
 # Engine alone in grey, kvgroomd runs in colour: the comparison reads at a glance.

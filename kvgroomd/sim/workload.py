@@ -7,16 +7,12 @@ sampled replies the client never sends back verbatim), plus server restarts
 and budget changes. `requests()` expands it into the exact prompt of every
 request, as segments of abstract tokens, so the replay never handles real text.
 
-A text is a tuple of segments `(stream, tokens)`: the first `tokens` tokens of
-token stream `stream`. Every stream is distinct, so a text is a byte prefix of
-another exactly when its segments are (`is_prefix`), and `render()` gives bytes
-with that same property for SHA-1 keys and kvgroomd's own prefix check.
+Texts are tuples of segments of token streams (`kvgroomd.sim.texts`).
+Generated workloads (`generate:`) come from `kvgroomd.sim.generate`.
 """
 
 from __future__ import annotations
 
-import functools
-import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,134 +22,18 @@ from typing import Any
 import yaml
 
 from kvgroomd.config import parse_size
-from kvgroomd.format.engine import EngineOptions
+from kvgroomd.sim.engine import EngineParams
+from kvgroomd.sim.server import Turn
+from kvgroomd.sim.texts import EMPTY, Segment, SegText, Text, tokens_of
 
-MiB = 1 << 20
-KiB = 1 << 10
 DAY = 86400.0
 HOUR = 3600.0
-
-Segment = tuple[int, int]  # (token stream id, tokens)
-Text = tuple[Segment, ...]
-
 
 class WorkloadError(ValueError):
     """A workload file problem, naming the key it concerns."""
 
 
-# -- texts -------------------------------------------------------------------
-
-
-def tokens_of(text: Text) -> int:
-    """Token count of a text."""
-    return sum(n for _, n in text)
-
-
-def truncate(text: Text, tokens: int) -> Text:
-    """The first `tokens` tokens of `text`."""
-    out: list[Segment] = []
-    left = tokens
-    for stream, n in text:
-        if left <= 0:
-            break
-        out.append((stream, min(n, left)))
-        left -= n
-    return tuple(out)
-
-
-def is_prefix(short: Text, long: Text) -> bool:
-    """True when `short` is a (not necessarily strict) prefix of `long`."""
-    k = len(short)
-    if k == 0:
-        return True
-    if k > len(long) or short[: k - 1] != long[: k - 1]:
-        return False
-    (s, n), (t, m) = short[-1], long[k - 1]
-    return s == t and n <= m
-
-
-# Bytes: a segment renders as 0xFF, its stream id in 7 bytes, then one 0x00
-# byte per token. Content bytes are never 0xFF, so two texts agree on a byte
-# prefix exactly when their segments do: SHA-1 keys and supersede.judge work
-# on these bytes as on real rendered text.
-_STAMP = b"\xff"
-
-
-def text_bytes(text: Text) -> int:
-    """Length of `render(text)`."""
-    return tokens_of(text) + 8 * len(text)
-
-
-def render(text: Text) -> bytes:
-    """Bytes standing for the text (see above)."""
-    parts: list[bytes | memoryview] = []
-    for s, n in text:
-        parts.append(_stamp(s))
-        parts.append(_zeros(n))
-    return b"".join(parts)
-
-
-_ZEROS = memoryview(bytes(1 << 20))
-
-
-def _zeros(n: int) -> bytes | memoryview:
-    return _ZEROS[:n] if n <= len(_ZEROS) else bytes(n)
-
-
-@functools.lru_cache(maxsize=65536)
-def _stamp(stream: int) -> bytes:
-    return _STAMP + stream.to_bytes(7, "little")
-
-
 # -- the workload ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EngineParams:
-    """ds4-server's cache settings (spec §3) and the size and speed model."""
-
-    budget: int = 4096 * MiB  # --kv-disk-space-mb
-    min_tokens: int = 512
-    cold_max_tokens: int = 30000
-    continued_interval: int = 10000
-    boundary_trim: int = 32
-    boundary_align: int = 2048
-    ctx_size: int = 262144
-    quant_bits: int = 2
-    # Spec §6: ~22.9 MiB + 13.45 KiB per token for DeepSeek V4 Flash.
-    size_base: int = int(22.9 * MiB)
-    size_per_token: float = 13.45 * KiB
-    # Only for timestamps within a request (when each store lands).
-    prefill_tps: float = 350.0
-    decode_tps: float = 20.0
-
-    @property
-    def options(self) -> EngineOptions:
-        """These settings as the engine's options (format/engine.py)."""
-        return _options(self)
-
-    @property
-    def continued_step(self) -> int:
-        """Continued checkpoints land at multiples of this (10240 by default)."""
-        return self.options.continued_step
-
-    def store_len(self, tokens: int) -> int:
-        """The engine's cold length without an anchor: trimmed, aligned down."""
-        return self.options.store_len(tokens)
-
-    def size(self, tokens: int) -> int:
-        """Bytes of a snapshot of `tokens` tokens."""
-        return self.options.size(tokens)
-
-
-@functools.lru_cache(maxsize=64)
-def _options(p: EngineParams) -> EngineOptions:
-    return EngineOptions(
-        min_tokens=p.min_tokens, cold_max_tokens=p.cold_max_tokens,
-        continued_interval=p.continued_interval, boundary_trim=p.boundary_trim,
-        boundary_align=p.boundary_align, snapshot_overhead=p.size_base,
-        token_bytes=p.size_per_token,
-    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +104,14 @@ class Request:
     # in the prompt; len(prompt) before the first reply.
     tools_from: int
     tokens: int  # of the prompt
+
+    def as_turn(self) -> Turn[SegText]:
+        """This request for the server model."""
+        return Turn(
+            self.session, self.turn, SegText(self.prompt, self.tokens),
+            SegText((self.reply,), self.reply[1]) if self.reply[1] > 0 else EMPTY,
+            SegText(self.suffix), self.anchor, self.tools, self.tools_from,
+        )  # fmt: skip
 
 
 # -- expansion ---------------------------------------------------------------
@@ -428,17 +316,12 @@ def parse_workload(data: object, default_name: str = "workload") -> Workload:
     headroom = _get(parse_size, top["headroom"], "headroom") if "headroom" in top else None
     restarts = _restarts(top.get("restarts", []))
     if "generate" in top:
-        g = _mapping(top["generate"], "generate", {"kind", "seed", "days"})
-        if g.get("kind") != "mixed-month":
-            raise WorkloadError(f"generate.kind: expected mixed-month, got {g.get('kind')!r}")
+        from kvgroomd.sim.generate import generate  # noqa: PLC0415 - the generators import this
+
         for k in ("texts", "sessions"):
             if k in top:
                 raise WorkloadError(f"{k}: not allowed with generate (the generator makes them)")
-        w = mixed_month(
-            seed=_get(int, g.get("seed", 1), "generate.seed"),
-            days=_get(int, g.get("days", 30), "generate.days"),
-            engine=engine if "engine" in top else None,
-        )
+        w = generate(_mapping(top["generate"], "generate"), engine if "engine" in top else None)
         merged = tuple(sorted((*w.restarts, *restarts), key=lambda r: r.at))
         return replace(
             w,
@@ -533,129 +416,3 @@ def _restarts(raw: object) -> tuple[Restart, ...]:
         else:
             out.append(Restart(_get(parse_duration, item, key)))
     return tuple(sorted(out, key=lambda r: r.at))
-
-
-# -- the mixed month ---------------------------------------------------------
-
-
-def mixed_month(seed: int = 1, days: int = 30, engine: EngineParams | None = None) -> Workload:
-    """A seeded month of one developer's use of a shared ds4-server.
-
-    Weekdays: three to six tool-calling agent sessions on a shared 12k-token
-    system prompt (8-45 turns, 20-85k tokens, overlapping so the live session
-    switches), four to ten chats on a 533-token system prompt (30% resumed
-    hours or days later, 20% of the longer ones forked by an edited message),
-    and up to two long one-shot prompts over 16-105k-token documents (40% of
-    them on a document seen before). Weekends are mostly idle. The server
-    restarts three times.
-    """
-    rng = random.Random(seed)
-    eng = engine or EngineParams(budget=16 * 1024 * MiB)
-    texts = {"agent-sys": 12_000, "chat-sys": 533}
-    sessions: list[Session] = []
-    n = 0
-
-    def sid(kind: str) -> str:
-        nonlocal n
-        n += 1
-        return f"{kind}-{n}"
-
-    docs: list[str] = []  # documents seen so far, to be asked about again
-    for day in range(days):
-        base = day * DAY
-        weekend = day % 7 in (5, 6)
-        if weekend and rng.random() < 0.7:
-            continue
-        work = (9 * HOUR, 19 * HOUR)
-        # Agent work: a few sessions a day, overlapping (two terminals).
-        for _ in range(rng.randint(1, 2) if weekend else rng.randint(3, 6)):
-            turns = rng.randint(8, 45)
-            sessions.append(
-                Session(
-                    id=sid("agent"),
-                    start=base + rng.uniform(*work),
-                    turns=turns,
-                    system="agent-sys",
-                    first=rng.randint(300, 2500),
-                    user=tuple(rng.choice((200, 400, 800, 1500, 3000)) for _ in range(turns)),
-                    reply=tuple(rng.randint(80, 700) for _ in range(turns)),
-                    gap=tuple(rng.uniform(20, 150) for _ in range(turns)),
-                    tools=True,
-                )
-            )
-        # Chats: short conversations with a small shared system prompt.
-        for _ in range(rng.randint(1, 3) if weekend else rng.randint(4, 10)):
-            turns = rng.randint(1, 8)
-            s = Session(
-                id=sid("chat"),
-                start=base + rng.uniform(8 * HOUR, 23 * HOUR),
-                turns=turns,
-                system="chat-sys",
-                first=rng.randint(100, 1500),
-                user=(rng.randint(50, 600),),
-                reply=tuple(rng.randint(150, 1200) for _ in range(turns)),
-                gap=tuple(rng.uniform(60, 900) for _ in range(turns)),
-            )
-            sessions.append(s)
-            # Resumed later the same day or days later (the user comes back).
-            if rng.random() < 0.3:
-                back = rng.choice((2 * HOUR, 6 * HOUR, DAY, 2 * DAY, 4 * DAY))
-                sessions.append(
-                    Session(
-                        id=sid("resume"),
-                        start=s.start + turns * 900 + back,
-                        turns=rng.randint(1, 4),
-                        fork=Fork(s.id, s.turns + 1),
-                        user=(rng.randint(50, 600),),
-                        first=rng.randint(50, 600),
-                        reply=(rng.randint(150, 1000),),
-                        gap=(rng.uniform(60, 600),),
-                    )
-                )
-            # An edit: the user rewrites a message and the chat diverges.
-            if turns >= 3 and rng.random() < 0.2:
-                at = rng.randint(2, turns)
-                sessions.append(
-                    Session(
-                        id=sid("edit"),
-                        start=s.start + at * 900 + 60,
-                        turns=rng.randint(1, 3),
-                        fork=Fork(s.id, at),
-                        first=rng.randint(50, 600),
-                        user=(rng.randint(50, 600),),
-                        reply=(rng.randint(150, 1000),),
-                        gap=(300.0,),
-                    )
-                )
-        # Long one-shot prompts over a document, sometimes asked about again.
-        for _ in range(0 if weekend else rng.randint(0, 2)):
-            if docs and rng.random() < 0.4:
-                doc = rng.choice(docs)
-            else:
-                doc = f"doc-{len(docs) + 1}"
-                texts[doc] = rng.choice((16_000, 24_000, 40_000, 60_000, 105_000))
-                docs.append(doc)
-            sessions.append(
-                Session(
-                    id=sid("oneshot"),
-                    start=base + rng.uniform(*work),
-                    turns=rng.randint(1, 2),
-                    context=doc,
-                    first=rng.randint(50, 300),
-                    user=(rng.randint(50, 300),),
-                    reply=(rng.randint(300, 1500),),
-                    gap=(600.0,),
-                )
-            )
-    restarts = tuple(
-        Restart(d * DAY + rng.uniform(12 * HOUR, 20 * HOUR))
-        for d in sorted(rng.sample(range(days), k=min(3, days)))
-    )
-    return Workload(
-        name="mixed-month",
-        description=f"seeded mixed month of agent, chat and one-shot use (seed {seed}, {days} d)",
-        engine=eng,
-        texts=texts,
-        sessions=tuple(sessions),
-        restarts=restarts,
-    )

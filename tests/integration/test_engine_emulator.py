@@ -19,10 +19,8 @@ from kvgroomd.testing.engine import (
     Engine,
     Incoming,
     MiB,
-    Server,
     StoreSkippedError,
     conversation,
-    dead_pid,
     engine_unlinked,
     eviction_score,
     ladder,
@@ -30,6 +28,7 @@ from kvgroomd.testing.engine import (
     read_journal,
     size_model,
 )
+from kvgroomd.testing.server import Server, dead_pid
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_780_000_000

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from kvgroomd.sim.plot import figure, plot_report
-from kvgroomd.sim.replay import Report, RunReport, compare
+from kvgroomd.sim.replay import compare
+from kvgroomd.sim.report import Report, RunReport
 from kvgroomd.sim.workload import load_workload
 
 GiB = 1 << 30

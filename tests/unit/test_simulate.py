@@ -11,21 +11,20 @@ import numpy as np
 import pytest
 
 from kvgroomd.format.header import EXT_TOOL_MAP, sha1_hex
-from kvgroomd.sim import replay as simulate
+from kvgroomd.sim import cli as simulate
+from kvgroomd.sim import replay as sim_replay
+from kvgroomd.sim.engine import EngineModel, EngineParams, MiB
+from kvgroomd.sim.memstore import MemStore
+from kvgroomd.sim.month import mixed_month
 from kvgroomd.sim.replay import DEFAULT, GroomParams, compare, replay
+from kvgroomd.sim.report import Report
+from kvgroomd.sim.server import Server
+from kvgroomd.sim.texts import EMPTY, Text, is_prefix, render, tokens_of, truncate
 from kvgroomd.sim.workload import (
-    EngineParams,
-    MiB,
-    Text,
     WorkloadError,
-    is_prefix,
     load_workload,
-    mixed_month,
     parse_workload,
-    render,
     requests,
-    tokens_of,
-    truncate,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,10 +279,10 @@ class TestEngine:
                 {"id": "b", "start": "10m", "first": 700},
             ],
         )
-        disk = simulate.Directory(track_covered=False)
-        engine = simulate.Engine(w.engine, disk)
+        disk = MemStore()
+        server = Server(EngineModel(disk, w.engine, budget=w.engine.budget), EMPTY)
         for r in requests(w):
-            engine.serve(r, r.at)
+            server.serve(r.as_turn(), r.at)
         flags = {
             disk.index.at(i).header.reason.label: int(disk.index.columns()[i]["ext_flags"])
             for i in range(len(disk.index))
@@ -322,8 +321,8 @@ class TestKvgroomdSide:
     def test_default_headroom_fits_a_cold_max_store(self) -> None:
         """Automatic headroom fits a cold_max_tokens + one step store, at most a quarter."""
         e = EngineParams(budget=64 << 30)
-        assert simulate.default_headroom(e) == e.size(30000 + 10240)
-        assert simulate.default_headroom(replace(e, budget=1 << 30)) == 1 << 28
+        assert sim_replay.default_headroom(e) == e.size(30000 + 10240)
+        assert sim_replay.default_headroom(replace(e, budget=1 << 30)) == 1 << 28
 
     def test_unknown_policy_rejected(self) -> None:
         """Asking for a policy that does not exist is an error, not a silent default."""
@@ -355,7 +354,7 @@ class TestReport:
 
 
 @pytest.fixture(scope="module")
-def reports() -> dict[str, simulate.Report]:
+def reports() -> dict[str, Report]:
     """Every scenario replayed: engine alone, ds4+supersede, default."""
     return {p.stem: compare(load_workload(p)) for p in sorted(SCENARIOS.glob("*.yaml"))}
 
@@ -363,11 +362,11 @@ def reports() -> dict[str, simulate.Report]:
 class TestTargets:
     """The issue's targets on the scenario library, at equal engine budget."""
 
-    def test_library_complete(self, reports: dict[str, simulate.Report]) -> None:
+    def test_library_complete(self, reports: dict[str, Report]) -> None:
         """The library holds every spec §6 case and the mixed month."""
         assert set(reports) >= {*SPEC_CASES, "mixed-month"}
 
-    def test_default_beats_engine_everywhere(self, reports: dict[str, simulate.Report]) -> None:
+    def test_default_beats_engine_everywhere(self, reports: dict[str, Report]) -> None:
         """The default policy saves more prefill tokens than the engine alone in every scenario."""
         worse = {
             k: (r.run("default").tokens_saved, r.run("engine alone").tokens_saved)
@@ -376,13 +375,13 @@ class TestTargets:
         }
         assert worse == {}
 
-    def test_mixed_month_ratio(self, reports: dict[str, simulate.Report]) -> None:
+    def test_mixed_month_ratio(self, reports: dict[str, Report]) -> None:
         """On the mixed month the default saves at least 1.5x the engine's tokens."""
         r = reports["mixed-month"]
         assert r.run("default").tokens_saved >= 1.5 * r.run("engine alone").tokens_saved
 
     def test_default_never_below_ds4_with_supersession(
-        self, reports: dict[str, simulate.Report]
+        self, reports: dict[str, Report]
     ) -> None:
         """The default policy never saves fewer tokens than the ds4 score with supersession."""
         worse = {
