@@ -3,7 +3,8 @@
 Shell. Exit status: 0 success; 1 runtime failure (directory missing or
 unreadable, an unlink failed); 2 usage error (argparse's convention); 3
 invalid configuration; 4 `groom --once` ended still over budget (everything
-left is protected); 5 broken installation (an import failed: __main__.py).
+left is protected); 5 broken installation (an import failed: __main__.py);
+6 another kvgroomd already grooms the directory (`run` and `groom`).
 docs/operator-tools.md documents each command.
 """
 
@@ -29,6 +30,7 @@ from kvgroomd.config import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_OVER_BUDGET = 0, 1, 2, 3, 4
+# 5: a broken installation (__main__.py); 6: EXIT_LOCKED, another kvgroomd grooms it
 
 
 def _size(text: str) -> int:
@@ -119,7 +121,8 @@ GROOM_EXIT_CODES = """exit status:
   1  the directory is missing or unreadable, or an unlink failed
   2  usage error
   3  invalid configuration
-  4  still over budget after the pass: everything left is protected"""
+  4  still over budget after the pass: everything left is protected
+  6  another kvgroomd already grooms this directory"""
 
 
 def cmd_groom(args: argparse.Namespace) -> int:
@@ -128,22 +131,47 @@ def cmd_groom(args: argparse.Namespace) -> int:
     _need_a_directory(args)
     from kvgroomd.daemon.groom import Groomer, cause_totals  # noqa: PLC0415
     from kvgroomd.daemon.metrics import Metrics  # noqa: PLC0415 - prometheus_client only if asked
+    from kvgroomd.daemon.pinned import (  # noqa: PLC0415
+        EXIT_LOCKED,
+        Locked,
+        PinnedDir,
+        Unpinned,
+        is_missing,
+        warn_if_unusual,
+    )
 
     config, _ = _load(args)
     events.configure(config.log_format, config.log_level)
     log = events.get()
     _warn(config, log)
-    if not config.cache_dir.is_dir():
-        log.error(events.DIR_MISSING, cache_dir=str(config.cache_dir))
+    directory = PinnedDir(config.cache_dir)
+    try:
+        directory.pin()
+        directory.lock()
+    except Locked as e:
+        log.error(events.DIR_LOCKED, cache_dir=str(config.cache_dir), error=str(e), pid=e.pid)
+        return EXIT_LOCKED
+    except OSError as e:
+        if is_missing(e):
+            log.error(events.DIR_MISSING, cache_dir=str(config.cache_dir))
+        else:
+            log.error(events.DIR_ERROR, cache_dir=str(config.cache_dir), error=e.strerror,
+                      errno=e.errno)  # fmt: skip
         return EXIT_FAILED
     metrics = Metrics(log, textfile=config.metrics_textfile) if config.metrics_textfile else None
-    groomer = Groomer(config, log)
-    try:
-        groomer.reconcile(time.time(), startup=True)
-    except OSError as e:
-        log.error(events.DIR_ERROR, cache_dir=str(config.cache_dir), error=e.strerror,
-                  errno=e.errno)  # fmt: skip
-        return EXIT_FAILED
+    with directory:
+        warn_if_unusual(directory, log)
+        groomer = Groomer(config, log, directory=directory)
+        try:
+            groomer.reconcile(time.time(), startup=True)
+        except Unpinned as e:
+            log.error(events.DIR_CHANGED, cache_dir=str(config.cache_dir), why=e.why,
+                      action="stopped")  # fmt: skip
+            return EXIT_FAILED
+        except OSError as e:
+            log.error(events.DIR_ERROR, cache_dir=str(config.cache_dir), error=e.strerror,
+                      errno=e.errno)  # fmt: skip
+            return EXIT_FAILED
     g = groomer.index
     t = groomer.totals
     over = config.budget is not None and g.total_bytes > config.budget and not config.dry_run
@@ -164,6 +192,7 @@ def cmd_groom(args: argparse.Namespace) -> int:
 def _inventory(args: argparse.Namespace) -> tuple[Any, str]:
     """Scan DIR read-only and build its inventory under the configured policy."""
     from kvgroomd.core.scoring import POLICIES  # noqa: PLC0415
+    from kvgroomd.daemon.pinned import PinnedDir  # noqa: PLC0415
     from kvgroomd.daemon.read import read_text  # noqa: PLC0415
     from kvgroomd.daemon.scan import scan_directory  # noqa: PLC0415
     from kvgroomd.ops import inventory  # noqa: PLC0415
@@ -181,10 +210,12 @@ def _inventory(args: argparse.Namespace) -> tuple[Any, str]:
         args.budget if args.budget is not None else config.budget, config.orphan_temp_age,
         config.engine_budget,
     )  # fmt: skip
-    found = scan_directory(directory)
-    inv = inventory.build(found.snapshots, invalid=found.invalid, temps=found.temps,
-                          foreign=found.foreign, read_text=lambda s: read_text(directory, s),
-                          now=time.time(), settings=settings)  # fmt: skip
+    with PinnedDir(Path(directory)) as pinned:
+        pinned.pin(follow=True)  # read-only: a symlink to the cache is fine here
+        found = scan_directory(pinned)
+        inv = inventory.build(found.snapshots, invalid=found.invalid, temps=found.temps,
+                              foreign=found.foreign, read_text=lambda s: read_text(pinned, s),
+                              now=time.time(), settings=settings)  # fmt: skip
     return inv, str(directory)
 
 

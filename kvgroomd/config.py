@@ -43,11 +43,11 @@ MAX_FILE_BYTES = 64 * 1024  # a config file is a few hundred bytes; config.examp
 MAX_DEPTH = 8  # nesting of mappings and lists (the deepest key is policy.<param>: 2)
 
 
-def shown(value: object) -> str:
-    """`repr(value)`, cut to MAX_SHOWN characters: errors quote what was given,
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """`repr(value)`, cut to `limit` characters: errors quote what was given,
     but never all of a 60 KiB string."""
     text = repr(value)
-    return text if len(text) <= MAX_SHOWN else f"{text[: MAX_SHOWN - 12]}... ({len(text)} chars)"
+    return text if len(text) <= limit else f"{text[: limit - 12]}... ({len(text)} chars)"
 
 
 # A bare K/M/G/T (and Ki/Mi/...) is binary, as systemd reads `60G`; only an
@@ -540,9 +540,16 @@ def read_config_text(path: Path) -> str:
 
 def check_values(config: Config) -> Config:
     """The checks a config file gets, for values given on the command line
-    (`--cache-dir`, `--budget`): raise ConfigError for an implausible one."""
+    (`--cache-dir`, `--budget`), and that cache_dir is not a symlink (`run`
+    and `groom` only): raise ConfigError for an implausible one."""
     if why := implausible_cache_dir(config.cache_dir):
         raise ConfigError(f"--cache-dir: {why}")
+    if config.cache_dir.is_symlink():
+        # kvgroomd opens the directory itself (O_NOFOLLOW) and never acts
+        # through a symlink, which could be pointed elsewhere at any time.
+        raise ConfigError(f"cache_dir: {config.cache_dir} is a symlink (to "
+                          f"{shown(os.readlink(config.cache_dir), 300)}): give the directory "
+                          "itself")  # fmt: skip
     if config.budget == 0:
         raise ConfigError("--budget: 0 bytes would evict every snapshot; leave it out for "
                           "no budget eviction")  # fmt: skip

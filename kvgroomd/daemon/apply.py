@@ -3,6 +3,10 @@
 Shell. `apply` acts on one Decision. It deletes only a regular `<40hex>.kv`
 (or, for orphan cleanup, `<40hex>.kv.tmp.<pid>`) directly in the cache
 directory, and only if that file is still the very one the policy judged.
+Every operation goes through the pinned directory's descriptor, and before
+each rename the configured path must still name that directory
+(`PinnedDir.check`): a directory moved, swapped or unmounted stops deletion
+with `Unpinned` before anything is touched.
 
 Compare-and-delete: the file is first renamed to a private name, which takes
 whatever inode the name holds at that instant, and the *renamed* file is then
@@ -21,14 +25,14 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from kvgroomd import log as events
 from kvgroomd.core.decision import Cause, Decision, Fingerprint
+from kvgroomd.daemon.pinned import HELD_PREFIX, PinnedDir
 from kvgroomd.format.names import SnapshotName, TempName, classify
 
-QUARANTINE_PREFIX = ".kvgroomd-unlinking."
+QUARANTINE_PREFIX = HELD_PREFIX
 
 
 class Result(StrEnum):
@@ -66,7 +70,7 @@ def _os_error(e: OSError, log: Any, fields: dict[str, Any]) -> Outcome:
     return Outcome(Result.FAILED)
 
 
-def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,
+def apply(directory: PinnedDir, d: Decision, *, dry_run: bool, usage: int,
           log: Any, context: dict[str, Any] | None = None) -> Outcome:  # fmt: skip
     """Carry out one decision and log what happened (one line per decision).
 
@@ -74,14 +78,14 @@ def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,
     `context` adds fields shared by a pass (budget, ...).
     """
     # The inode lets a reader tell which version of a name went (names recur).
-    fields = {"path": str(directory / d.name), "cause": str(d.cause), "inode": d.seen.ino,
+    fields = {"path": directory.path_of(d.name), "cause": str(d.cause), "inode": d.seen.ino,
               **d.fields, **(context or {})}  # fmt: skip
     if not _may_delete(d) or "/" in d.name:
         log.error(events.UNLINK_REFUSED, why="not a deletable name", **fields)
         return Outcome(Result.REFUSED)
-    path = directory / d.name
+    directory.check()  # the configured path still names this directory, or Unpinned
     try:
-        st = os.lstat(path)  # lstat: a symlink is never followed
+        st = directory.lstat(d.name)  # lstat: a symlink is never followed
     except OSError as e:
         return _os_error(e, log, fields)
     if not stat.S_ISREG(st.st_mode):
@@ -97,35 +101,36 @@ def apply(directory: Path, d: Decision, *, dry_run: bool, usage: int,
     return _compare_and_delete(directory, d, usage, log, fields)
 
 
-def _compare_and_delete(directory: Path, d: Decision, usage: int, log: Any,
+def _compare_and_delete(directory: PinnedDir, d: Decision, usage: int, log: Any,
                         fields: dict[str, Any]) -> Outcome:  # fmt: skip
-    path = directory / d.name
-    held = directory / f"{QUARANTINE_PREFIX}{d.name}"
+    held = f"{QUARANTINE_PREFIX}{d.name}"
     try:
-        os.rename(path, held)  # atomically takes whatever the name holds now
+        directory.rename(d.name, held)  # atomically takes whatever the name holds now
     except OSError as e:
         return _os_error(e, log, fields)
-    st = os.lstat(held)
-    if not stat.S_ISREG(st.st_mode) or Fingerprint.of(st) != d.seen or not _same_header(held, d):
-        _put_back(held, path, log)  # the engine replaced it in between
+    st = directory.lstat(held)
+    if not stat.S_ISREG(st.st_mode) or Fingerprint.of(st) != d.seen or not _same_header(
+        directory, held, d
+    ):
+        _put_back(directory, held, d.name, log)  # the engine replaced it in between
         log.info(events.UNLINK_SKIPPED, why="changed", **fields)
         return Outcome(Result.CHANGED)
     try:
-        os.unlink(held)
+        os.unlink(held, dir_fd=directory.fd)
     except OSError as e:
-        _put_back(held, path, log)
+        _put_back(directory, held, d.name, log)
         log.warning(events.UNLINK_FAILED, why=e.strerror, errno=e.errno, **fields)
         return Outcome(Result.FAILED)
     log.info(events.UNLINKED, dir_bytes=usage - st.st_size, **fields)
     return Outcome(Result.UNLINKED, st.st_size)
 
 
-def _same_header(path: Path, d: Decision) -> bool:
+def _same_header(directory: PinnedDir, held: str, d: Decision) -> bool:
     """The held file still starts with the header the policy judged."""
     if d.header is None:
         return True
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = directory.open(held, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:
@@ -136,51 +141,54 @@ def _same_header(path: Path, d: Decision) -> bool:
         os.close(fd)
 
 
-def _put_back(held: Path, path: Path, log: Any) -> None:
+def _put_back(directory: PinnedDir, held: str, name: str, log: Any) -> None:
     """Restore a held file under its name unless a newer file took the name."""
+    path = directory.path_of(name)
     try:
-        os.link(held, path)  # never replaces: a newer engine file wins
+        directory.link(held, name)  # never replaces: a newer engine file wins
     except FileExistsError:
         # The engine renamed a newer file over the name while we held the old
         # one: its rename would have replaced the old file anyway.
-        log.info(events.UNLINK_SKIPPED, why="superseded by a newer file", path=str(path),
-                 inode=_inode(held))  # fmt: skip
+        log.info(events.UNLINK_SKIPPED, why="superseded by a newer file", path=path,
+                 inode=_inode(directory, held))  # fmt: skip
     except OSError as e:
         log.error(events.UNLINK_FAILED, why=f"could not restore: {e.strerror}",
-                  path=str(path), held=str(held))  # fmt: skip
+                  path=path, held=directory.path_of(held))  # fmt: skip
         return
     try:
-        os.unlink(held)
+        os.unlink(held, dir_fd=directory.fd)
     except OSError:
-        log.error(events.UNLINK_FAILED, why="could not drop held name", path=str(held))
+        log.error(events.UNLINK_FAILED, why="could not drop held name",
+                  path=directory.path_of(held))  # fmt: skip
 
 
-def _inode(path: Path) -> int | None:
+def _inode(directory: PinnedDir, name: str) -> int | None:
     try:
-        return os.lstat(path).st_ino
+        return directory.lstat(name).st_ino
     except OSError:
         return None
 
 
-def held_files(directory: Path) -> Iterator[Path]:
-    """Files a crash left between rename and unlink."""
+def held_files(directory: PinnedDir) -> Iterator[str]:
+    """Names of files a crash left between rename and unlink."""
     try:
-        with os.scandir(directory) as it:
+        with directory.scandir() as it:
             for e in it:
                 if e.name.startswith(QUARANTINE_PREFIX) and e.is_file(follow_symlinks=False):
-                    yield Path(e.path)
+                    yield e.name
     except OSError:
         return
 
 
-def recover(directory: Path, log: Any) -> int:
+def recover(directory: PinnedDir, log: Any) -> int:
     """Put back files a crash left mid-delete; they were never logged as unlinked."""
     n = 0
     for held in held_files(directory):
-        original = held.name.removeprefix(QUARANTINE_PREFIX)
+        original = held.removeprefix(QUARANTINE_PREFIX)
         if not isinstance(classify(original), SnapshotName | TempName):
             continue
-        _put_back(held, directory / original, log)
-        log.warning(events.UNLINK_RECOVERED, path=str(directory / original))
+        directory.check()
+        _put_back(directory, held, original, log)
+        log.warning(events.UNLINK_RECOVERED, path=directory.path_of(original))
         n += 1
     return n

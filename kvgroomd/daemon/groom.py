@@ -46,6 +46,7 @@ from kvgroomd.core.supersede import (
 )
 from kvgroomd.daemon import _memory as memory
 from kvgroomd.daemon.apply import Result, apply
+from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import (
     Beside,
     Invalid,
@@ -115,9 +116,15 @@ class Groomer:
     """Index + policy + deleter for one cache directory."""
 
     def __init__(self, config: Config, log: Any,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
+                 should_stop: Callable[[], bool] = lambda: False,
+                 directory: PinnedDir | None = None) -> None:  # fmt: skip
+        """`directory`: the pinned cache directory (the daemon's, which it
+        re-pins); None pins `config.cache_dir` here (one pass, tests)."""
         self.config = config
-        self.directory = config.cache_dir
+        if directory is None:
+            directory = PinnedDir(config.cache_dir)
+            directory.pin()
+        self.directory = directory
         self.log = log
         self.index = Index()
         self.invalid: dict[str, tuple[tuple[int, int, int] | None, str]] = {}
@@ -149,7 +156,7 @@ class Groomer:
         self.invalid.pop(name, None)
         self.dry_removed.pop(name, None)
         if (old := self.index.pop(name)) is not None:
-            self.log.info(events.REMOVED, path=str(self.directory / name), sha=old.sha,
+            self.log.info(events.REMOVED, path=self.directory.path_of(name), sha=old.sha,
                           reason=old.header.reason.label, size=old.size,
                           dir_bytes=self.index.total_bytes)  # fmt: skip
 
@@ -395,7 +402,7 @@ class Groomer:
         out. Names are kept as one NAME array, listed 4096 at a time: no
         hundred thousand str objects alive at once."""
         names, inodes = [], []
-        with os.scandir(self.directory) as it:
+        with self.directory.scandir() as it:
             while chunk := [(e.name, e.inode()) for e in itertools.islice(it, 4096)]:
                 if self.should_stop():
                     raise Stopped
@@ -411,7 +418,7 @@ class Groomer:
         n = len(all_names)
         fp = np.zeros((n, 4), dtype=np.int64)
         found = np.zeros(n, dtype=bool)
-        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.directory.fd)
         try:
             for start in range(0, n, 4096):
                 if self.should_stop():
@@ -558,7 +565,7 @@ class Groomer:
             return
         self.invalid[bad.name] = (version, bad.why)
         self.totals.invalid += 1
-        self.log.warning(events.INVALID, path=str(self.directory / bad.name), why=bad.why,
+        self.log.warning(events.INVALID, path=self.directory.path_of(bad.name), why=bad.why,
                          detail=bad.detail,
                          size=bad.seen.size if bad.seen else None)  # fmt: skip
 
@@ -594,7 +601,7 @@ class Groomer:
     def _fields(self, s: Snapshot) -> dict[str, Any]:
         h = s.header
         return {
-            "path": str(self.directory / s.name), "sha": s.sha, "reason": h.reason.label,
+            "path": self.directory.path_of(s.name), "sha": s.sha, "reason": h.reason.label,
             "tokens": h.tokens, "hits": h.hits, "size": s.size, "model_id": h.model_id,
             "quant_bits": h.quant_bits, "ctx_size": h.ctx_size, "abi": h.abi,
             "dir_bytes": self.index.total_bytes,

@@ -36,6 +36,14 @@ from kvgroomd.daemon.apply import recover
 from kvgroomd.daemon.groom import Groomer, Stopped
 from kvgroomd.daemon.metrics import for_config as metrics_for
 from kvgroomd.daemon.notify import Notifier
+from kvgroomd.daemon.pinned import (
+    EXIT_LOCKED,
+    Locked,
+    PinnedDir,
+    Unpinned,
+    is_missing,
+    warn_if_unusual,
+)
 from kvgroomd.daemon.watch import DirGone, EventQueue, Gone, Landed, Lost, Wake, Watcher
 
 DIR_RETRY_S = 1.0  # how often to look for a missing cache dir
@@ -43,7 +51,6 @@ HEALTH_CHECK_S = 5.0  # backstop poll of the observer's threads (a handler death
 OBSERVER_FAILURES = 5  # this many observer deaths or failed starts ...
 OBSERVER_WINDOW_S = 300.0  # ... within this window: give up, exit 1
 START_EXTEND_S = 30.0  # a start-up scan still making progress asks for this much more time
-_MISSING = (errno.ENOENT, errno.ENOTDIR)  # "not there yet": wait, do not fail
 
 
 class Daemon:
@@ -59,7 +66,10 @@ class Daemon:
         self.clock = clock
         self.queue: EventQueue = queue.SimpleQueue()
         self.notifier = Notifier()
-        self.groomer = Groomer(config, log, should_stop=self._tick)
+        # Pinned once the directory exists; every file operation goes through it.
+        self.directory = PinnedDir(config.cache_dir)
+        self.groomer = Groomer(config, log, should_stop=self._tick, directory=self.directory)
+        self._fatal_status = 1  # exit status when a start or re-pin fails for good
         self.watcher = Watcher(config.cache_dir, self.queue)
         self.metrics = metrics_for(config, log)  # changes need a restart, not a reload
         self._stop = False
@@ -111,7 +121,9 @@ class Daemon:
         status = 0
         try:
             started = self.metrics.start() and self._start()  # False: a fatal failure
-            status = self._loop() if started else 1
+            status = self._loop() if started else self._fatal_status
+            if status:
+                status = self._fatal_status
         except Stopped:
             pass  # a pass stopped between two files: nothing is half-done
         except Exception:
@@ -123,6 +135,7 @@ class Daemon:
                 self.log.info(events.STOPPING, signal=signal.Signals(self._stop_signal).name)
             self.notifier.stopping()
             self.watcher.close()
+            self.directory.unpin()
             self.metrics.close()
             self.log.info(events.STOPPED, exit_status=status,
                           unlinked=sum(self.groomer.totals.unlinked.values()),
@@ -141,6 +154,8 @@ class Daemon:
             self.notifier.status(f"start-up scan of {self.config.cache_dir}")
             try:
                 self._reconcile()
+            except Unpinned as e:  # moved or swapped during the start-up scan
+                self._unpinned(e.why)
             except OSError as e:  # e.g. unreadable: the loop retries the first scan
                 self._dir_error(e)
         self._starting = False
@@ -160,17 +175,54 @@ class Daemon:
         self.log.info(events.READY, snapshots=len(g.index), dir_bytes=g.index.total_bytes,
                       invalid=len(g.invalid), budget=self.config.budget)  # fmt: skip
 
-    def _begin_watching(self, now: float) -> bool:
-        """Try to start the observer. A missing directory means waiting; any
-        other error counts as a failure. False once failures exhaust the budget."""
+    def _pin(self) -> None:
+        """Pin the configured directory (again) and take its lock; raises
+        OSError (missing, a symlink, unreadable) or Locked."""
+        d = self.directory
+        if d.pinned:
+            return
         try:
+            d.pin()
+            d.lock()
+        except BaseException:
+            d.unpin()
+            raise
+        self.log.info(events.DIR_PINNED, cache_dir=str(d.path), dev=d.dev, inode=d.ino)
+        warn_if_unusual(d, self.log)
+
+    def _unpinned(self, why: str) -> None:
+        """The configured path no longer names the pinned directory: stop
+        acting on it (nothing more is unlinked), and look each second for a
+        directory to pin again (which a rescan then grooms)."""
+        self.log.warning(events.DIR_CHANGED, cache_dir=str(self.config.cache_dir), why=why,
+                         action="stopped acting; pinning again once the path names a "
+                         "directory", retry_s=DIR_RETRY_S)  # fmt: skip
+        self.watcher.stop()
+        self.directory.unpin()
+        self._watching = False
+        self._waiting = True
+        self._watch_at = self.clock() + DIR_RETRY_S
+
+    def _begin_watching(self, now: float) -> bool:
+        """Try to pin the directory and start the observer. A missing directory
+        means waiting; another kvgroomd holding it is fatal (exit 6); any other
+        error counts as a failure. False once failures exhaust the budget."""
+        try:
+            self._pin()
             self.watcher.start()
+        except Locked as e:
+            self.log.error(events.DIR_LOCKED, cache_dir=str(self.config.cache_dir),
+                           error=str(e), pid=e.pid)  # fmt: skip
+            self._fatal_status = EXIT_LOCKED
+            return False
         except OSError as e:
+            self.directory.unpin()
             self._watch_at = now + DIR_RETRY_S
-            if e.errno in _MISSING:
+            if is_missing(e) or e.errno == errno.ELOOP:
                 if not self._waiting:
+                    why = "a symlink (not followed)" if e.errno == errno.ELOOP else None
                     self.log.warning(events.DIR_MISSING, cache_dir=str(self.config.cache_dir),
-                                     retry_s=DIR_RETRY_S)  # fmt: skip
+                                     retry_s=DIR_RETRY_S, why=why)  # fmt: skip
                 self._waiting = True
                 return True
             self._waiting = False
@@ -212,6 +264,8 @@ class Daemon:
                 self._publish_status()
             except Stopped:
                 break
+            except Unpinned as e:  # the deleter found the directory moved or swapped
+                self._unpinned(e.why)
             except OSError as e:  # e.g. the directory became unreadable
                 self._dir_error(e)
             self._ping_if_due()
@@ -250,6 +304,7 @@ class Daemon:
             self.log.warning(events.DIR_MISSING, cache_dir=str(self.config.cache_dir),
                              why="deleted while watched")  # fmt: skip
             self.watcher.stop()
+            self.directory.unpin()
             self._watching = False
             self._waiting = True  # logged just now; _check_watcher retries each second
             self._watch_at = self.clock()
@@ -303,9 +358,10 @@ class Daemon:
         self._retry_at = None
         if not self._watching:
             return  # directory missing or observer down: _check_watcher retries
+        self.directory.check()  # a rescan of a directory that moved away is no use: Unpinned
         first = not self._scanned  # quiet (no snapshot.added per file), and
         if first:  # the one time to put back what a crash left mid-delete
-            recover(self.config.cache_dir, self.log)
+            recover(self.directory, self.log)
         self.groomer.reconcile(now, startup=first)
         self._scanned = True
         self._changed = True

@@ -1,7 +1,8 @@
 """Reading snapshot files: lstat, the header and text head, the text.
 
 Shell. Opens with O_NOFOLLOW|O_NONBLOCK (a symlink is never followed, a FIFO
-named like a snapshot never blocks) and reports anything that is not a usable
+named like a snapshot never blocks), always relative to the pinned cache
+directory's descriptor (pinned.py), and reports anything that is not a usable
 snapshot as `Invalid` with a reason: such a file is logged, never counted,
 never deleted.
 """
@@ -18,7 +19,6 @@ import struct
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from kvgroomd.core.index import (
     names_array,
     parse_names,
 )
+from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.format.header import (
     KNOWN_ABIS,
     MAGIC,
@@ -67,20 +68,20 @@ def fingerprint(st: os.stat_result) -> Fingerprint:
     return Fingerprint.of(st)
 
 
-def _open(path: Path) -> int | Invalid | None:
+def _open(directory: PinnedDir, name: str) -> int | Invalid | None:
     try:
-        return os.open(path, _OPEN_FLAGS)
+        return directory.open(name, _OPEN_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
-            return Invalid(path.name, "not_regular", "symlink")
-        return Invalid(path.name, "unreadable", f"{e.strerror} (errno {e.errno})")
+            return Invalid(name, "not_regular", "symlink")
+        return Invalid(name, "unreadable", f"{e.strerror} (errno {e.errno})")
 
 
-def read_snapshot(directory: Path, name: SnapshotName) -> Snapshot | Invalid | None:
+def read_snapshot(directory: PinnedDir, name: SnapshotName) -> Snapshot | Invalid | None:
     """Parse `<sha>.kv` in `directory`; None when it no longer exists."""
-    fd = _open(directory / name.name)
+    fd = _open(directory, name.name)
     if not isinstance(fd, int):
         return fd
     try:
@@ -112,13 +113,13 @@ def read_snapshot(directory: Path, name: SnapshotName) -> Snapshot | Invalid | N
     return Snapshot(name.name, name.sha, header, seen, head, tail=tail, bkey=bkey)
 
 
-def read_text(directory: Path, snap: Snapshot) -> bytes | None:
+def read_text(directory: PinnedDir, snap: Snapshot) -> bytes | None:
     """The text of `snap`, if the file is still the same inode and whole."""
-    return _text_at(os.path.join(directory, snap.name), None, snap.seen.dev, snap.seen.ino,
+    return _text_at(snap.name, directory.fd, snap.seen.dev, snap.seen.ino,
                     snap.header.text_bytes)  # fmt: skip
 
 
-def _text_at(name: str, dir_fd: int | None, dev: int, ino: int, n: int) -> bytes | None:
+def _text_at(name: str, dir_fd: int, dev: int, ino: int, n: int) -> bytes | None:
     try:
         fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
     except OSError:
@@ -135,7 +136,7 @@ def _text_at(name: str, dir_fd: int | None, dev: int, ino: int, n: int) -> bytes
     return text if len(text) == n else None
 
 
-def read_texts(directory: Path, names: Sequence[str] | npt.NDArray[np.bytes_],
+def read_texts(directory: PinnedDir, names: Sequence[str] | npt.NDArray[np.bytes_],
                lengths: Sequence[int] | npt.NDArray[np.integer[Any]],
                tick: Callable[[], None] = lambda: None) -> Iterator[bytes | None]:  # fmt: skip
     """The texts of many files (`lengths[i]` text bytes of `names[i]`, str or
@@ -143,28 +144,25 @@ def read_texts(directory: Path, names: Sequence[str] | npt.NDArray[np.bytes_],
     file gone or short. Unlike `read_text` the inode is not compared:
     callers prove what a text is by its SHA-1 (its name). `tick` is called
     every 256 files (it may raise)."""
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for i in range(len(names)):
-            if i % 256 == 255:
-                tick()
-            name = names[i]
-            n = int(lengths[i])
-            try:
-                fd = os.open(name.decode() if isinstance(name, bytes) else name, _OPEN_FLAGS,
-                             dir_fd=dfd)  # fmt: skip
-            except OSError:
-                yield None
-                continue
-            try:
-                text = os.pread(fd, n, PREFIX_BYTES)
-            except OSError:
-                text = b""
-            finally:
-                os.close(fd)
-            yield text if len(text) == n else None
-    finally:
-        os.close(dfd)
+    dfd = directory.fd
+    for i in range(len(names)):
+        if i % 256 == 255:
+            tick()
+        name = names[i]
+        n = int(lengths[i])
+        try:
+            fd = os.open(name.decode() if isinstance(name, bytes) else name, _OPEN_FLAGS,
+                         dir_fd=dfd)  # fmt: skip
+        except OSError:
+            yield None
+            continue
+        try:
+            text = os.pread(fd, n, PREFIX_BYTES)
+        except OSError:
+            text = b""
+        finally:
+            os.close(fd)
+        yield text if len(text) == n else None
 
 
 # -- many files at once (start-up, reconcile) ---------------------------------
@@ -205,7 +203,7 @@ class Loaded:
     probe_keys: npt.NDArray[np.uint32]
 
 
-def read_many(directory: Path, names: Sequence[str] | npt.NDArray[np.bytes_], *,
+def read_many(directory: PinnedDir, names: Sequence[str] | npt.NDArray[np.bytes_], *,
               batch: int = 2048, tick: Callable[[], None] = lambda: None) -> Loaded:  # fmt: skip
     """`read_snapshot` for many names of `directory` (str or an index.NAME
     array), with the same results, at a fraction of the cost: files are
@@ -213,24 +211,21 @@ def read_many(directory: Path, names: Sequence[str] | npt.NDArray[np.bytes_], *,
     parsed into index rows by numpy; names become str one batch at a time.
     `tick` is called between batches (it may raise to stop)."""
     every = names_array(names)
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dfd = directory.fd
     buf = np.zeros((min(batch, max(len(every), 1)), _SLOT), dtype=np.uint8)
     views = [memoryview(buf[i, _PAD : _PAD + FIRST_READ]) for i in range(len(buf))]  # type: ignore[arg-type]
     parts: list[tuple[npt.NDArray[np.void], npt.NDArray[np.intp], npt.NDArray[np.int32],
                       npt.NDArray[np.uint32]]] = []  # fmt: skip
     invalid: list[Invalid] = []
     gone: list[str] = []
-    try:
-        for start in range(0, len(every), len(buf)):
-            tick()
-            part = every[start : start + len(buf)]
-            chunk = [n.decode() for n in part.tolist()]
-            got = _read_batch(dfd, chunk, views, invalid, gone)
-            rows, kept, probe_rows, probe_keys = _parse_batch(buf, chunk, part, got, invalid, dfd)
-            parts.append((rows, start + kept, probe_rows, probe_keys))
-            del chunk, got
-    finally:
-        os.close(dfd)
+    for start in range(0, len(every), len(buf)):
+        tick()
+        part = every[start : start + len(buf)]
+        chunk = [n.decode() for n in part.tolist()]
+        got = _read_batch(dfd, chunk, views, invalid, gone)
+        rows, kept, probe_rows, probe_keys = _parse_batch(buf, chunk, part, got, invalid, dfd)
+        parts.append((rows, start + kept, probe_rows, probe_keys))
+        del chunk, got
     rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=ROW)
     offsets = np.cumsum([0] + [len(p[0]) for p in parts])
     return Loaded(
@@ -401,7 +396,7 @@ class Beside:
     (`result()` returns None).
     """
 
-    def __init__(self, directory: Path, names: npt.NDArray[np.bytes_]) -> None:
+    def __init__(self, directory: PinnedDir, names: npt.NDArray[np.bytes_]) -> None:
         self.directory = directory
         self.names = names
         self.pid = 0

@@ -2,7 +2,8 @@
 
 Shell. Used by `kvgroomd ls` and `stats` (which must work on a directory the
 user can only read: nothing here opens for writing, creates or renames) and,
-for temp files, by the groomer's opt-in leak cleanup.
+for temp files, by the groomer's opt-in leak cleanup. Everything is read
+relative to the pinned directory's descriptor (pinned.py).
 
 Whether a temp file's writer lives is `os.kill(pid, 0)`: ProcessLookupError
 means no such process, PermissionError means one exists (owned by someone
@@ -17,11 +18,10 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kvgroomd.core.cleanup import TempFile
 from kvgroomd.core.index import Snapshot
-from kvgroomd.daemon.apply import QUARANTINE_PREFIX
+from kvgroomd.daemon.pinned import HELD_PREFIX, PinnedDir
 from kvgroomd.daemon.read import Invalid, fingerprint, read_snapshot
 from kvgroomd.format.header import PREFIX_BYTES, Header
 from kvgroomd.format.names import SnapshotName, TempName, classify
@@ -64,10 +64,10 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _expected_size(path: Path) -> int | None:
+def _expected_size(directory: PinnedDir, name: str) -> int | None:
     """The final size a temp file will have, from its header (spec §3)."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = directory.open(name, _OPEN_FLAGS)
     except OSError:
         return None
     try:
@@ -80,7 +80,7 @@ def _expected_size(path: Path) -> int | None:
     return header.min_file_size if isinstance(header, Header) else None
 
 
-def _temp(directory: Path, entry: os.DirEntry[str], name: TempName) -> TempFile | None:
+def _temp(directory: PinnedDir, entry: os.DirEntry[str], name: TempName) -> TempFile | None:
     try:
         st = entry.stat(follow_symlinks=False)
     except FileNotFoundError:
@@ -88,13 +88,13 @@ def _temp(directory: Path, entry: os.DirEntry[str], name: TempName) -> TempFile 
     if not stat.S_ISREG(st.st_mode):
         return None
     return TempFile(name.name, name.sha, name.pid, pid_alive(name.pid), fingerprint(st),
-                    _expected_size(directory / name.name))  # fmt: skip
+                    _expected_size(directory, name.name))  # fmt: skip
 
 
-def scan_temps(directory: Path) -> list[TempFile]:
+def scan_temps(directory: PinnedDir) -> list[TempFile]:
     """The regular `<sha>.kv.tmp.<pid>` files in `directory`."""
     out = []
-    with os.scandir(directory) as it:
+    with directory.scandir() as it:
         for entry in it:
             kind = classify(entry.name)
             if isinstance(kind, TempName) and (t := _temp(directory, entry, kind)):
@@ -113,7 +113,7 @@ def _foreign(entry: os.DirEntry[str]) -> Foreign | None:
         kind = "directory"
     elif not stat.S_ISREG(st.st_mode):
         kind = "special"
-    elif entry.name.startswith(QUARANTINE_PREFIX):
+    elif entry.name.startswith(HELD_PREFIX):
         kind = "held"  # kvgroomd crashed mid-delete; the next start puts it back
     else:
         kind = "file"
@@ -121,24 +121,27 @@ def _foreign(entry: os.DirEntry[str]) -> Foreign | None:
     return Foreign(entry.name, kind, size, st.st_mtime)
 
 
-def scan_directory(directory: Path) -> DirScan:
+def scan_directory(directory: PinnedDir) -> DirScan:
     """Read every entry of `directory` (headers only; texts are read later)."""
     out = DirScan()
-    with os.scandir(directory) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        kind = classify(entry.name)
-        if isinstance(kind, SnapshotName):
-            got = read_snapshot(directory, kind)
-            if isinstance(got, Invalid):
-                out.invalid.append(got)
-            elif got is not None:
-                out.snapshots.append(got)
-        elif isinstance(kind, TempName):
-            if t := _temp(directory, entry, kind):
-                out.temps.append(t)
-            elif f := _foreign(entry):  # a directory or symlink named like a temp
-                out.foreign.append(f)
-        elif f := _foreign(entry):
-            out.foreign.append(f)
+    with directory.scandir() as it:  # entries stat() through its descriptor: use them inside
+        for entry in sorted(it, key=lambda e: e.name):
+            _sort(directory, entry, out)
     return out
+
+
+def _sort(directory: PinnedDir, entry: os.DirEntry[str], out: DirScan) -> None:
+    kind = classify(entry.name)
+    if isinstance(kind, SnapshotName):
+        got = read_snapshot(directory, kind)
+        if isinstance(got, Invalid):
+            out.invalid.append(got)
+        elif got is not None:
+            out.snapshots.append(got)
+    elif isinstance(kind, TempName):
+        if t := _temp(directory, entry, kind):
+            out.temps.append(t)
+        elif f := _foreign(entry):  # a directory or symlink named like a temp
+            out.foreign.append(f)
+    elif f := _foreign(entry):
+        out.foreign.append(f)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from kvgroomd.daemon.apply import QUARANTINE_PREFIX
+from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.scan import scan_directory
 from kvgroomd.format.names import SnapshotName, TempName, classify
 
@@ -330,7 +331,9 @@ def _stale_budget_unlinks(journal: Sequence[Record], log: Sequence[Record],
 
 def valid_snapshots(directory: Path) -> tuple[int, int]:
     """(count, bytes) of the snapshots kvgroomd should index in `directory`."""
-    found = scan_directory(directory).snapshots
+    with PinnedDir(directory) as pinned:
+        pinned.pin()
+        found = scan_directory(pinned).snapshots
     return len(found), sum(s.size for s in found)
 
 

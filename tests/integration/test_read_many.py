@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from kvgroomd.core.index import Index
+from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import Invalid, read_many, read_snapshot
 from kvgroomd.format.header import PREFIX_BYTES, Header, Reason, sha1_hex
 from kvgroomd.format.names import SnapshotName, classify
@@ -72,14 +73,14 @@ def odd_dir(tmp_path: Path, fixtures_dir: Path) -> Path:
 def test_read_many_agrees_with_read_snapshot(odd_dir: Path) -> None:
     """Every name gives the same snapshot (keys included) or the same Invalid."""
     names = sorted(os.listdir(odd_dir))
-    loaded = read_many(odd_dir, [*names, "5" * 40 + ".kv"], batch=7)  # several batches
+    loaded = read_many(PinnedDir.at(odd_dir), [*names, "5" * 40 + ".kv"], batch=7)  # several batches
     assert loaded.gone == ["5" * 40 + ".kv"]
     index = Index()
     index.put_many(loaded.rows, loaded.names)
     invalid = {bad.name: bad for bad in loaded.invalid}
     assert len(loaded.names) + len(invalid) == len(names)
     for name in names:
-        one = read_snapshot(odd_dir, SnapshotName(name, name[:40].lower()))
+        one = read_snapshot(PinnedDir.at(odd_dir), SnapshotName(name, name[:40].lower()))
         if isinstance(one, Invalid):
             assert invalid[name] == one, name
         else:
@@ -92,7 +93,7 @@ def test_read_many_agrees_with_read_snapshot(odd_dir: Path) -> None:
 
 def test_probes_cover_every_true_prefix(odd_dir: Path) -> None:
     """A prefix's bkey is among the probes of each longer chain text it starts."""
-    loaded = read_many(odd_dir, sorted(os.listdir(odd_dir)))
+    loaded = read_many(PinnedDir.at(odd_dir), sorted(os.listdir(odd_dir)))
     rows, names = loaded.rows, [n.decode() for n in loaded.names.tolist()]
     probes: dict[int, set[int]] = {}
     for r, k in zip(loaded.probe_rows.tolist(), loaded.probe_keys.tolist(), strict=True):
@@ -120,8 +121,8 @@ def test_beside_reads_in_a_child_what_read_many_reads(odd_dir: Path) -> None:
     from kvgroomd.daemon.read import Beside  # noqa: PLC0415
 
     names = np.array([n.encode() for n in sorted(os.listdir(odd_dir))], dtype=NAME)
-    here = read_many(odd_dir, names)
-    beside = Beside(odd_dir, names)
+    here = read_many(PinnedDir.at(odd_dir), names)
+    beside = Beside(PinnedDir.at(odd_dir), names)
     assert beside
     got = beside.result()
     beside.cancel()

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from kvgroomd.core.decision import Cause, Decision
 from kvgroomd.core.index import decide
 from kvgroomd.daemon.apply import QUARANTINE_PREFIX, Result, apply, recover
+from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import fingerprint, read_snapshot
 from kvgroomd.format.names import SnapshotName
 
@@ -19,14 +20,14 @@ COLD = "00919d51f332084cea61ae088886925bd2b9b2d3.kv"
 
 
 def _decision(cache: Path, name: str = COLD, cause: Cause = Cause.BUDGET) -> Decision:
-    snap = read_snapshot(cache, SnapshotName(name, name[:40]))
+    snap = read_snapshot(PinnedDir.at(cache), SnapshotName(name, name[:40]))
     assert snap is not None and not hasattr(snap, "why")
     return decide(snap, cause, now=2_000_000_000)  # type: ignore[arg-type]
 
 
 def _apply(cache: Path, d: Decision, *, dry_run: bool = False) -> tuple[Result, list[dict]]:
     with capture_logs() as logs:
-        outcome = apply(cache, d, dry_run=dry_run, usage=100_000, log=structlog.get_logger(),
+        outcome = apply(PinnedDir.at(cache), d, dry_run=dry_run, usage=100_000, log=structlog.get_logger(),
                         context={"budget": 1})  # fmt: skip
     return outcome.result, logs
 
@@ -136,7 +137,7 @@ class TestRecover:
         """A file a crash left mid-delete returns under its name, unlogged as unlinked."""
         shutil.copyfile(fixtures_dir / COLD, tmp_path / f"{QUARANTINE_PREFIX}{COLD}")
         with capture_logs() as logs:
-            assert recover(tmp_path, structlog.get_logger()) == 1
+            assert recover(PinnedDir.at(tmp_path), structlog.get_logger()) == 1
         assert sorted(p.name for p in tmp_path.iterdir()) == [COLD]
         assert "snapshot.unlinked" not in [r["event"] for r in logs]
 
@@ -145,6 +146,6 @@ class TestRecover:
         shutil.copyfile(fixtures_dir / COLD, tmp_path / f"{QUARANTINE_PREFIX}{COLD}")
         (tmp_path / COLD).write_bytes(b"newer")
         with capture_logs():
-            recover(tmp_path, structlog.get_logger())
+            recover(PinnedDir.at(tmp_path), structlog.get_logger())
         assert (tmp_path / COLD).read_bytes() == b"newer"
         assert sorted(p.name for p in tmp_path.iterdir()) == [COLD]

@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from kvgroomd.config import Config
 from kvgroomd.daemon.groom import Groomer
+from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import Invalid, read_snapshot
 from kvgroomd.format.header import Header, Unparsable
 from kvgroomd.format.names import SnapshotName
@@ -97,7 +98,7 @@ def test_fuzzed_headers_get_the_spec_verdict_and_only_valid_files_go(fixtures_di
         assert isinstance(parsed, Header | Unparsable)
         if isinstance(parsed, Header):
             assert parsed.pack() == data[:21] + b"\0\0\0" + data[24:52]
-        got = read_snapshot(cache, SnapshotName(NAME, NAME[:40]))
+        got = read_snapshot(PinnedDir.at(cache), SnapshotName(NAME, NAME[:40]))
         assert (got.why if isinstance(got, Invalid) else "valid") == verdict, data[:52]
         with capture_logs():
             groomer.landed(NAME, NOW)

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvgroomd.core.index import Snapshot
+from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import Invalid, read_snapshot
 from kvgroomd.format.header import PREFIX_BYTES, Header, Reason, Unparsable, check_size
 from kvgroomd.format.names import SnapshotName
@@ -106,7 +107,7 @@ def test_any_file_reads_as_a_snapshot_or_an_invalid_entry(scratch, raw, extra):
     path: Path = scratch / NAME.name
     path.write_bytes(raw)
     os.truncate(path, len(raw) + extra)  # a sparse tail: the size varies, not the head
-    got = read_snapshot(scratch, NAME)
+    got = read_snapshot(PinnedDir.at(scratch), NAME)
     verdict = spec_verdict((raw + bytes(extra))[:52], len(raw) + extra)
     if verdict == "valid":
         assert isinstance(got, Snapshot)
