@@ -70,7 +70,7 @@ class Daemon:
         self.directory = PinnedDir(config.cache_dir)
         self.groomer = Groomer(config, log, should_stop=self._tick, directory=self.directory)
         self._fatal_status = 1  # exit status when a start or re-pin fails for good
-        self.watcher = Watcher(config.cache_dir, self.queue)
+        self.watcher = Watcher(self.directory, self.queue)
         self.metrics = metrics_for(config, log)  # changes need a restart, not a reload
         self._stop = False
         self._stop_signal: int | None = None
@@ -301,6 +301,15 @@ class Daemon:
             self.log.warning(events.EVENTS_LOST, why=ev.why, action="rescan")
             self._reconcile()
         elif isinstance(ev, DirGone):
+            self._dir_gone(ev.why)
+        # ObserverDied: nothing to do here; _check_watcher sees it right after.
+
+    def _dir_gone(self, event: str) -> None:
+        """The watcher saw the directory (or an enclosing one, or the mount
+        table) change: stop acting on it unless the path still names it."""
+        if not self._watching:
+            return  # already unpinned: a late event of the stopped watcher
+        if event == "deleted":
             self.log.warning(events.DIR_MISSING, cache_dir=str(self.config.cache_dir),
                              why="deleted while watched")  # fmt: skip
             self.watcher.stop()
@@ -308,7 +317,12 @@ class Daemon:
             self._watching = False
             self._waiting = True  # logged just now; _check_watcher retries each second
             self._watch_at = self.clock()
-        # ObserverDied: nothing to do here; _check_watcher sees it right after.
+            return
+        why = self.directory.why_not_named()
+        if why is not None:
+            self._unpinned(f"{why} ({event})")
+        elif event in ("unmounted", "watch removed"):
+            self._unpinned(event)  # its watch is gone: pin and watch it again
 
     def _publish_status(self) -> None:
         """Send STATUS= when it changed, and refresh the metrics after any

@@ -1,49 +1,59 @@
-"""The watcher: turns inotify events into domain events on a queue.
+"""The watcher: turns the cache directory's inotify events into domain events.
 
-Shell; the only module that imports watchdog. It decides nothing: it says
+Shell; the only module that talks to inotify. It decides nothing: it says
 that a snapshot-named file *landed* (renamed into place, or closed after a
-direct write or an in-place header rewrite), is *gone*, or that events were
-*lost* (kernel queue overflow) or the directory itself vanished. The daemon
-thread does all the work, so the observer thread only enqueues.
+direct write or an in-place header rewrite), is *gone*, that events were
+*lost* (kernel queue overflow), or that the directory itself may no longer
+be the one the configured path names (`DirGone`: deleted, moved, unmounted,
+an enclosing directory moved, or the mount table changed). The daemon thread
+does all the work; the reader thread only enqueues.
 
 Why these signals: the engine writes `<sha>.kv.tmp.<pid>` and renames it, and
 inotify reports no close on the final name, so the rename destination is the
 landing. A direct create is only complete once closed (IN_CLOSE_WRITE), but
 a hard link is complete at IN_CREATE, so both are read; the engine's in-place
-touch also ends with a close. IN_MODIFY fires mid-write and is ignored (an
-in-place write that is never closed is caught by the periodic reconcile).
+touch also ends with a close. IN_MODIFY fires mid-write and is not asked for
+(an in-place write that is never closed is caught by the periodic reconcile).
 
-watchdog limits (7.x): on IN_Q_OVERFLOW it only logs a warning and drops its
-pending move pairs, so we listen for that log record and ask for a rescan.
-An exception inside a handler ends the observer thread for good: our observer
-catches it on the way out and enqueues `ObserverDied`, so the daemon learns at
-once (and logs why); it also polls `alive()`, which catches the emitter or the
-inotify reader thread dying, where no such hook exists.
+inotify(7) directly, through libc (inotify_init1, inotify_add_watch), not
+watchdog: watchdog's public API cannot express what the daemon needs.
+Measured on watchdog 6.0, 7.0 and 7.1 (observers/inotify.py,
+inotify_c.py): its emitter never asks for IN_MOVE_SELF, so a directory
+renamed away goes unnoticed (its events keep arriving under the old path);
+IN_UNMOUNT reaches no handler; IN_Q_OVERFLOW is dropped (6.0, 7.0) or only
+logged as a warning (7.1); and it holds each IN_MOVED_FROM for 0.5 s to pair
+it (a class attribute, `delay`), which delayed a landing by up to 534 ms.
+Changing any of that meant patching a class attribute, matching log text and
+reading private attributes. Here there is one reader thread that blocks in
+poll(2) on the inotify fd, /proc/self/mountinfo (POLLPRI on any mount or
+unmount) and a wake-up pipe: no pairing, no delay, no timer.
+
+Watches: the pinned directory itself, through /proc/self/fd/N (the very
+inode pinned, whatever the path names by now), for the file events and
+IN_MOVE_SELF (IN_UNMOUNT, IN_Q_OVERFLOW and IN_IGNORED come unasked); its
+parent for entries of its name deleted, renamed or created (IN_DELETE_SELF
+of a directory only comes once its last descriptor is closed, and the
+daemon holds one); each further enclosing directory for IN_DELETE_SELF /
+IN_MOVE_SELF only (no events about their other entries). A lazy unmount
+(`umount -l`; a plain one fails with EBUSY while the directory is open) or a
+mount over the directory shows as a mount table change.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import ctypes
 import os
 import queue
+import select
+import struct
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from watchdog.events import (
-    DirDeletedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers.inotify import InotifyObserver
-from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
-
+from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.format.names import SnapshotName, classify
 
 
@@ -78,12 +88,17 @@ class Lost:
 
 @dataclass(frozen=True, slots=True)
 class DirGone:
-    """The watched directory itself was deleted or moved away."""
+    """The watched directory may no longer be the one the configured path
+    names: `why` is "deleted", "moved", "unmounted", "watch removed", "an
+    enclosing directory moved or was deleted" or "mount table changed". The
+    daemon checks (PinnedDir.why_not_named) and stops acting if so."""
+
+    why: str = "deleted"
 
 
 @dataclass(frozen=True, slots=True)
 class ObserverDied:
-    """The observer thread ended on an exception: events are no longer seen."""
+    """The reader thread ended on an exception: events are no longer seen."""
 
     error: str  # "RuntimeError: ..."
     trace: str  # the formatted traceback, for the log
@@ -97,154 +112,229 @@ class Wake:
 Event = Landed | Gone | Lost | DirGone | ObserverDied | Wake
 EventQueue = queue.SimpleQueue[Event]  # put() is reentrant: safe from signal handlers
 
-_OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
-# The only events the handler acts on. Passing them to schedule() narrows the
-# inotify mask: without it watchdog also asks for IN_OPEN, IN_CLOSE_NOWRITE,
-# IN_MODIFY and IN_ATTRIB, so every file the daemon itself reads (100,000 at
-# start-up, several per landing) came back as two events through three
-# threads, competing for the GIL and overflowing the kernel queue (16,384).
-# DirModifiedEvent is left out too: watchdog queues one after every move,
-# create and delete, and the handler never needs it.
-_EVENTS = [FileMovedEvent, FileCreatedEvent, FileClosedEvent, FileDeletedEvent, DirDeletedEvent]
-# watchdog holds every IN_MOVED_FROM for up to 0.5 s to pair it with its
-# IN_MOVED_TO, and its emitter thread sleeps out that delay whenever it sees
-# the FROM before the TO arrives (the two can come in separate reads): the
-# engine's rename of a new snapshot then reaches us 500 ms late (seen in the
-# latency benchmark: p99 2.5 ms, max 534 ms). The handler needs no pairing:
-# a move is a Gone of its source and a Landed of its destination either way,
-# and an unpaired destination arrives as a creation (also a Landed). Without
-# the delay nothing waits. (A class attribute, read when a watch is set up.)
-InotifyMoveEventGrouper.delay = 0.0
-_FAULT_ENV = "KVGROOMD_FAULT_OBSERVER"  # tests: a handler exception on this name
+# inotify(7) constants (linux/inotify.h; the same on every architecture).
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_UNMOUNT = 0x00002000
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+IN_EXCL_UNLINK = 0x04000000
+IN_ISDIR = 0x40000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+# Only what the handler acts on: the daemon reads ~100,000 files at start-up,
+# and IN_OPEN / IN_CLOSE_NOWRITE / IN_MODIFY / IN_ATTRIB on each of them would
+# come back as events competing for the GIL and overflowing the kernel queue.
+DIR_MASK = (IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+            | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK)  # fmt: skip
+ANCESTOR_MASK = IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW
+# The parent also reports its entries coming and going: the pinned directory's
+# own IN_DELETE_SELF waits until the last descriptor of it is closed, and the
+# daemon holds one, so its removal (or a rename over its name) shows here.
+PARENT_MASK = ANCESTOR_MASK | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
+_READ_SIZE = 256 * 1024  # ~10,000 events per read(2)
+_FAULT_ENV = "KVGROOMD_FAULT_OBSERVER"  # tests: the reader thread raises on this name
+_MOUNTINFO = "/proc/self/mountinfo"
 
 
-class _Handler(FileSystemEventHandler):
-    def __init__(self, directory: Path, out: EventQueue) -> None:
-        self.directory = str(directory)
-        self.out = out
-        self.fault = os.environ.get(_FAULT_ENV)
+class _Libc:
+    """inotify_init1 / inotify_add_watch / inotify_rm_watch from the C library."""
 
-    def _snapshot(self, path: str | bytes) -> str | None:
-        p = os.fsdecode(path)
-        head, name = os.path.split(p)
-        if self.fault and name == self.fault:
-            msg = f"injected observer fault on {name}"
-            raise RuntimeError(msg)
-        if head != self.directory:  # sub-directories are not used by ds4
-            return None
-        return name if isinstance(classify(name), SnapshotName) else None
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.init1 = libc.inotify_init1
+        self.init1.argtypes, self.init1.restype = [ctypes.c_int], ctypes.c_int
+        self.add_watch = libc.inotify_add_watch
+        self.add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self.add_watch.restype = ctypes.c_int
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if isinstance(event, FileMovedEvent):
-            if src := self._snapshot(event.src_path):
-                self.out.put(Gone(src))
-            if dest := self._snapshot(event.dest_path):
-                self.out.put(Landed(dest))
-        elif isinstance(event, FileClosedEvent):
-            if name := self._snapshot(event.src_path):
-                self.out.put(Landed(name))
-        elif isinstance(event, FileCreatedEvent):
-            if name := self._snapshot(event.src_path):
-                self.out.put(Landed(name, created=True))
-        elif isinstance(event, FileDeletedEvent):
-            if name := self._snapshot(event.src_path):
-                self.out.put(Gone(name))
-        elif isinstance(event, DirDeletedEvent) and os.fsdecode(event.src_path) == self.directory:
-            self.out.put(DirGone())
-        elif isinstance(event, DirDeletedEvent):
-            self._snapshot(event.src_path)  # a directory named like a snapshot: nothing
+    @staticmethod
+    def check(result: int, what: str) -> int:
+        if result < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+        return result
 
 
-class _OverflowListener(logging.Handler):
-    """Turns watchdog's overflow warning into a Lost event."""
-
-    def __init__(self, out: EventQueue) -> None:
-        super().__init__(logging.WARNING)
-        self.out = out
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self.out.put(Lost("inotify queue overflow"))
+_libc: _Libc | None = None
 
 
-class _Observer(InotifyObserver):
-    """An InotifyObserver that reports its own death on the daemon's queue.
+def _lib() -> _Libc:
+    global _libc  # noqa: PLW0603 - loaded once, on first use
+    if _libc is None:
+        _libc = _Libc()
+    return _libc
 
-    watchdog lets a handler's exception end the thread (threading.excepthook
-    prints it to stderr, outside the JSON log); we turn it into an event.
-    """
 
-    def __init__(self, out: EventQueue) -> None:
-        super().__init__()
-        self.out = out
-        # Set before the event is queued, so whoever reads the event also sees
-        # this observer as dead, and a late event from an old observer cannot
-        # make a healthy successor look dead.
-        self.failure: ObserverDied | None = None
-
-    def run(self) -> None:
-        try:
-            super().run()
-        except Exception as e:  # any handler error would end the thread anyway
-            self.failure = ObserverDied(f"{type(e).__name__}: {e}", traceback.format_exc())
-            self.out.put(self.failure)
+def parse_events(buf: bytes) -> list[tuple[int, int, int, str]]:
+    """(wd, mask, cookie, name) of each inotify_event in `buf`."""
+    out = []
+    at, end = 0, len(buf)
+    while at + _EVENT.size <= end:
+        wd, mask, cookie, length = _EVENT.unpack_from(buf, at)
+        at += _EVENT.size
+        name = os.fsdecode(buf[at : at + length].rstrip(b"\0"))
+        at += length
+        out.append((wd, mask, cookie, name))
+    return out
 
 
 class Watcher:
-    """One inotify observer on the cache directory, restartable."""
+    """One inotify instance and reader thread on the pinned directory, restartable."""
 
-    def __init__(self, directory: Path, out: EventQueue) -> None:
+    def __init__(self, directory: PinnedDir, out: EventQueue) -> None:
         self.directory = directory
         self.out = out
-        self._observer: _Observer | None = None
-        self._listener = _OverflowListener(out)
-        logging.getLogger(_OVERFLOW_LOGGER).addHandler(self._listener)
+        self.failure: ObserverDied | None = None
+        self._fd = -1
+        self._wake_r = self._wake_w = -1
+        self._mounts: int = -1
+        self._thread: threading.Thread | None = None
+        self._dir_wd = -1
+        self._parent_wd = -1
+        self._ancestors: set[int] = set()
+        self._fault = os.environ.get(_FAULT_ENV)
 
     def start(self) -> None:
-        """Start watching (raises OSError when the directory is not there)."""
-        observer = _Observer(self.out)  # starts its inotify reader thread already
+        """Watch the pinned directory (raises OSError when that is impossible)."""
+        self.stop()
+        self.failure = None
+        lib = _lib()
+        self._fd = lib.check(lib.init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1")
         try:
-            observer.schedule(_Handler(self.directory, self.out), str(self.directory),
-                              recursive=False, event_filter=_EVENTS)  # fmt: skip
-            observer.daemon = True
-            observer.start()
+            self._add_watches(lib)
+            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            with contextlib.suppress(OSError):  # no /proc: moves are still seen, mounts not
+                self._mounts = os.open(_MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+            self._thread = threading.Thread(target=self._run, name="kvgroomd-inotify",
+                                            daemon=True)  # fmt: skip
+            self._thread.start()
         except BaseException:
-            # Without this, every failed attempt (a missing directory is retried
-            # each second) leaked the reader thread, an inotify fd and a pipe.
-            _halt(observer)
+            self._close_fds()
             raise
-        self._observer = observer
+
+    def _add_watches(self, lib: _Libc) -> None:
+        fd = self.directory.fd
+        proc = f"/proc/self/fd/{fd}"
+        if os.path.exists(proc):  # exactly the pinned inode, whatever the path names now
+            self._dir_wd = lib.check(lib.add_watch(self._fd, proc.encode(), DIR_MASK),
+                                     f"inotify_add_watch {self.directory.path}")  # fmt: skip
+        else:  # no /proc: by path, then make sure the path still names it
+            path = os.fsencode(self.directory.path)
+            self._dir_wd = lib.check(lib.add_watch(self._fd, path, DIR_MASK | IN_DONT_FOLLOW),
+                                     f"inotify_add_watch {self.directory.path}")  # fmt: skip
+            self.directory.check()
+        parent = os.path.realpath(self.directory.path.parent)
+        self._parent_wd = lib.add_watch(self._fd, os.fsencode(parent), PARENT_MASK)
+        for ancestor in _ancestors(self.directory.path):
+            if ancestor == parent:
+                continue  # one watch per inode: its mask would be replaced
+            wd = lib.add_watch(self._fd, os.fsencode(ancestor), ANCESTOR_MASK)
+            if wd >= 0 and wd not in (self._dir_wd, self._parent_wd):
+                self._ancestors.add(wd)
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        if self._mounts >= 0:
+            poller.register(self._mounts, select.POLLPRI)
+            poller.poll(0)  # the first poll of mountinfo reports the table as changed
+        try:
+            while True:
+                for fd, _ev in poller.poll():
+                    if fd == self._wake_r:
+                        return
+                    if fd == self._mounts:
+                        self.out.put(DirGone("mount table changed"))
+                    elif fd == self._fd:
+                        self._read()
+        except Exception as e:  # reported on the queue; then the thread ends
+            self.failure = ObserverDied(f"{type(e).__name__}: {e}", traceback.format_exc())
+            self.out.put(self.failure)
+
+    def _read(self) -> None:
+        try:
+            buf = os.read(self._fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        for wd, mask, _cookie, name in parse_events(buf):
+            if mask & IN_Q_OVERFLOW:
+                self.out.put(Lost("inotify queue overflow"))
+            elif wd == self._dir_wd:
+                self._on_dir_event(mask, name)
+            elif wd == self._parent_wd and name:
+                if name == self.directory.path.name:
+                    self.out.put(DirGone("deleted" if mask & IN_DELETE else "moved"))
+            elif mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT) and (
+                wd == self._parent_wd or wd in self._ancestors
+            ):
+                self.out.put(DirGone("an enclosing directory moved or was deleted"))
+
+    def _on_dir_event(self, mask: int, name: str) -> None:
+        if name:
+            if self._fault and name == self._fault:
+                msg = f"injected observer fault on {name}"
+                raise RuntimeError(msg)
+            if mask & IN_ISDIR or not isinstance(classify(name), SnapshotName):
+                return  # sub-directories are not used by ds4; nor other names by us
+            if mask & (IN_MOVED_FROM | IN_DELETE):
+                self.out.put(Gone(name))
+            elif mask & (IN_MOVED_TO | IN_CLOSE_WRITE):
+                self.out.put(Landed(name))
+            elif mask & IN_CREATE:
+                self.out.put(Landed(name, created=True))
+        elif mask & IN_DELETE_SELF:
+            self.out.put(DirGone("deleted"))
+        elif mask & IN_MOVE_SELF:
+            self.out.put(DirGone("moved"))
+        elif mask & IN_UNMOUNT:
+            self.out.put(DirGone("unmounted"))
+        elif mask & IN_IGNORED:
+            self.out.put(DirGone("watch removed"))
 
     def alive(self) -> bool:
-        """False once the observer thread, its emitter or its inotify reader died."""
-        o = self._observer
-        if o is None or o.failure is not None or not o.is_alive():
-            return False
-        if not all(e.is_alive() for e in o.emitters):
-            return False
-        reader = getattr(o, "_inotify_fd", None)  # watchdog 7.1+: a thread of its own
-        return not (reader is not None and hasattr(reader, "is_alive") and not reader.is_alive())
-
-    @property
-    def failure(self) -> ObserverDied | None:
-        """Why the current observer died, when a handler raised."""
-        return self._observer.failure if self._observer is not None else None
+        """False once the reader thread died (or was never started)."""
+        t = self._thread
+        return t is not None and t.is_alive() and self.failure is None
 
     def stop(self) -> None:
-        """Stop and join the observer thread (idempotent)."""
-        o, self._observer = self._observer, None
-        if o is not None:
-            _halt(o)
+        """Stop the reader thread and close the inotify instance (idempotent)."""
+        t, self._thread = self._thread, None
+        if t is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"!")
+            t.join(timeout=2)
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        for name in ("_fd", "_wake_r", "_wake_w", "_mounts"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(self, name, -1)
+        self._dir_wd = self._parent_wd = -1
+        self._ancestors = set()
 
     def close(self) -> None:
-        """Stop and detach from watchdog's logger."""
+        """Stop watching for good."""
         self.stop()
-        logging.getLogger(_OVERFLOW_LOGGER).removeHandler(self._listener)
 
 
-def _halt(o: InotifyObserver) -> None:
-    """Stop an observer whether it ran, died or never started; join briefly."""
-    with contextlib.suppress(Exception):  # a half-dead observer may trip here; it is gone anyway
-        o.stop()  # also stops its emitters and the inotify reader
-    if o.ident is not None:
-        o.join(timeout=1)
+def _ancestors(path: Path) -> list[str]:
+    """The directories enclosing `path`, as written and with symlinks resolved."""
+    out: list[str] = []
+    for base in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+        for parent in base.parents:
+            if str(parent) not in out:
+                out.append(str(parent))
+    return out
