@@ -28,6 +28,7 @@ import numpy as np
 from kvgroomd import log as events
 from kvgroomd.config import Config, ConfigError
 from kvgroomd.core.decision import Cause
+from kvgroomd.daemon._http import HttpServer
 from kvgroomd.format.header import ABI_LEGACY, Reason
 
 if TYPE_CHECKING:
@@ -153,8 +154,7 @@ class Metrics(NoMetrics):
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self._server: Any = None
-        self._thread: Any = None
+        self._server: HttpServer | None = None
         self.address: tuple[str, int] | None = None  # bound host and port, once started
 
     def start(self) -> bool:
@@ -162,15 +162,14 @@ class Metrics(NoMetrics):
         if self.listen is None:
             return True
         host, port = _host_port(self.listen)
-        try:
-            self._server, self._thread = self._prom.start_http_server(
-                port, addr=host, registry=self.registry
-            )
+        try:  # bounded: one thread, few connections, idle ones closed (_http.py)
+            self._server = HttpServer(host, port, self.render, self._prom.CONTENT_TYPE_LATEST)
         except OSError as e:
             self.log.error(events.METRICS_FAILED, listen=self.listen, error=e.strerror,
                            errno=e.errno)  # fmt: skip
             return False
-        self.address = (host, int(self._server.server_port))
+        self._server.start()
+        self.address = (host, self._server.port)
         shown = f"[{host}]" if ":" in host else host
         self.log.info(events.METRICS_LISTENING, host=host, port=self.address[1],
                       url=f"http://{shown}:{self.address[1]}/metrics")  # fmt: skip
@@ -211,10 +210,8 @@ class Metrics(NoMetrics):
         """Final textfile write; stop the HTTP endpoint."""
         self.write_textfile()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=2)
-            self._server = self._thread = None
+            self._server.close()
+            self._server = None
 
 
 class _Collector:
