@@ -52,6 +52,8 @@ UNLINK_SKIPPED = "snapshot.unlink_skipped"
 UNLINK_REFUSED = "snapshot.unlink_refused"
 UNLINK_FAILED = "snapshot.unlink_failed"
 UNLINK_RECOVERED = "snapshot.unlink_recovered"
+RECOVER_REFUSED = "snapshot.recover_refused"  # held-looking, but not recorded as ours
+JOURNAL_UNAVAILABLE = "daemon.journal_unavailable"  # no state directory for the held journal
 # Passes
 RECONCILE_DONE = "reconcile.done"
 BUDGET_UNREACHABLE = "budget.unreachable"

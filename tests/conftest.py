@@ -7,6 +7,8 @@ file the folder's manifest.json describes (id = the file name).
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,20 @@ def _manifest_files() -> list[dict[str, Any]]:
         return []
     files: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))["files"]
     return files
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """kvgroomd's state directory (the held-file journal) for this session,
+    inherited by every daemon and command the tests start: never the user's."""
+    path = tmp_path_factory.mktemp("state")
+    old = os.environ.get("STATE_DIRECTORY")
+    os.environ["STATE_DIRECTORY"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["STATE_DIRECTORY"]
+    else:
+        os.environ["STATE_DIRECTORY"] = old
 
 
 @pytest.fixture(scope="session")

@@ -16,15 +16,27 @@ the new file: on a mismatch the file is put back (link(2) never replaces). A cra
 rename and the unlink leaves a `.kvgroomd-unlinking.*` file that `recover`
 puts back at the next start, so no file is lost that was not logged as
 unlinked. The dry-run guard lives here, so no other code can forget it.
+
+Only a held file that is provably ours is ever touched by `recover`: before
+each rename the deleter records, in a small journal in kvgroomd's state
+directory ($STATE_DIRECTORY as systemd's StateDirectory= sets it, else
+$XDG_STATE_HOME/kvgroomd or ~/.local/state/kvgroomd), the directory's and
+the file's identity (dev, inode, size, mtime) and the held name, and clears
+it once the file is unlinked or put back. A file named like a held one that
+the journal does not describe exactly (another tool's, a copy, a restore, a
+crash of an older kvgroomd) is left alone and logged.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from kvgroomd import log as events
@@ -104,23 +116,30 @@ def apply(directory: PinnedDir, d: Decision, *, dry_run: bool, usage: int,
 def _compare_and_delete(directory: PinnedDir, d: Decision, usage: int, log: Any,
                         fields: dict[str, Any]) -> Outcome:  # fmt: skip
     held = f"{QUARANTINE_PREFIX}{d.name}"
+    journal = journal_for(directory, log)
+    journal.hold(directory, held, d.seen)  # before the rename: a crash after it is provable
     try:
-        directory.rename(d.name, held)  # atomically takes whatever the name holds now
-    except OSError as e:
-        return _os_error(e, log, fields)
-    st = directory.lstat(held)
-    if not stat.S_ISREG(st.st_mode) or Fingerprint.of(st) != d.seen or not _same_header(
-        directory, held, d
-    ):
-        _put_back(directory, held, d.name, log)  # the engine replaced it in between
-        log.info(events.UNLINK_SKIPPED, why="changed", **fields)
-        return Outcome(Result.CHANGED)
-    try:
-        os.unlink(held, dir_fd=directory.fd)
-    except OSError as e:
-        _put_back(directory, held, d.name, log)
-        log.warning(events.UNLINK_FAILED, why=e.strerror, errno=e.errno, **fields)
-        return Outcome(Result.FAILED)
+        try:
+            directory.rename(d.name, held)  # atomically takes whatever the name holds now
+        except OSError as e:
+            return _os_error(e, log, fields)
+        st = directory.lstat(held)
+        if Fingerprint.of(st) != d.seen:
+            journal.hold(directory, held, Fingerprint.of(st))  # what the rename took
+        if not stat.S_ISREG(st.st_mode) or Fingerprint.of(st) != d.seen or not _same_header(
+            directory, held, d
+        ):
+            _put_back(directory, held, d.name, log)  # the engine replaced it in between
+            log.info(events.UNLINK_SKIPPED, why="changed", **fields)
+            return Outcome(Result.CHANGED)
+        try:
+            os.unlink(held, dir_fd=directory.fd)
+        except OSError as e:
+            _put_back(directory, held, d.name, log)
+            log.warning(events.UNLINK_FAILED, why=e.strerror, errno=e.errno, **fields)
+            return Outcome(Result.FAILED)
+    finally:
+        journal.release()
     log.info(events.UNLINKED, dir_bytes=usage - st.st_size, **fields)
     return Outcome(Result.UNLINKED, st.st_size)
 
@@ -169,6 +188,94 @@ def _inode(directory: PinnedDir, name: str) -> int | None:
         return None
 
 
+# -- the journal of what is held ------------------------------------------------
+
+
+def state_directory() -> Path:
+    """Where kvgroomd keeps its own state (the held-file journal)."""
+    if systemd := os.environ.get("STATE_DIRECTORY"):  # StateDirectory=; may list several
+        return Path(systemd.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "kvgroomd"
+
+
+class Journal:
+    """At most one record: the file the deleter holds under a private name.
+
+    One small file per cache directory (named after its configured path),
+    rewritten in place (pwrite + ftruncate, no fsync: it has to survive a
+    killed process, not a power cut; after a power cut a held file may be
+    unprovable and is then left alone, and logged)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._fd = -1
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+
+    def hold(self, directory: PinnedDir, held: str, seen: Fingerprint) -> None:
+        """Record that `held` in `directory` is ours, as `seen`."""
+        if self._fd < 0:
+            return
+        record = json.dumps({"dir": [directory.dev, directory.ino], "held": held,
+                             "file": [seen.dev, seen.ino, seen.size, seen.mtime_ns]})  # fmt: skip
+        data = record.encode() + b"\n"
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
+
+    def release(self) -> None:
+        """Nothing is held any more."""
+        if self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+
+    def record(self) -> dict[str, Any] | None:
+        """The held file on record, if any."""
+        if self._fd < 0:
+            return None
+        try:
+            raw = os.pread(self._fd, 4096, 0)
+            got = json.loads(raw) if raw.strip() else None
+        except (OSError, ValueError):
+            return None
+        return got if isinstance(got, dict) else None
+
+    def proves(self, directory: PinnedDir, held: str, st: os.stat_result) -> bool:
+        """Whether the record describes exactly this held file in this directory."""
+        rec = self.record()
+        if rec is None:
+            return False
+        seen = Fingerprint.of(st)
+        return (rec.get("dir") == [directory.dev, directory.ino] and rec.get("held") == held
+                and rec.get("file") == [seen.dev, seen.ino, seen.size, seen.mtime_ns])  # fmt: skip
+
+
+_journals: dict[str, Journal] = {}
+
+
+def journal_path(cache_dir: Path) -> Path:
+    """The journal file of a cache directory (by its configured path)."""
+    key = hashlib.sha1(os.fsencode(os.path.abspath(cache_dir))).hexdigest()[:16]
+    return state_directory() / f"held-{key}.json"
+
+
+def journal_for(directory: PinnedDir, log: Any) -> Journal:
+    """The journal of `directory`, opened once; without a usable state
+    directory a journal that records nothing (said once in the log)."""
+    key = str(directory.path)
+    if (journal := _journals.get(key)) is None:
+        path = journal_path(directory.path)
+        try:
+            journal = Journal(path)
+        except OSError as e:
+            log.warning(events.JOURNAL_UNAVAILABLE, path=str(path), error=e.strerror,
+                        consequence="a file held when kvgroomd is killed mid-unlink will "
+                        "be left under its held name, and logged, at the next start")  # fmt: skip
+            journal = Journal(None)
+        _journals[key] = journal
+    return journal
+
+
 def held_files(directory: PinnedDir) -> Iterator[str]:
     """Names of files a crash left between rename and unlink."""
     try:
@@ -181,14 +288,37 @@ def held_files(directory: PinnedDir) -> Iterator[str]:
 
 
 def recover(directory: PinnedDir, log: Any) -> int:
-    """Put back files a crash left mid-delete; they were never logged as unlinked."""
+    """Put back the file a crash left mid-delete (never logged as unlinked),
+    if the journal proves it ours; leave and log any other held-looking file."""
+    journal = journal_for(directory, log)
     n = 0
-    for held in held_files(directory):
+    for held in sorted(held_files(directory)):
         original = held.removeprefix(QUARANTINE_PREFIX)
-        if not isinstance(classify(original), SnapshotName | TempName):
+        try:
+            st = directory.lstat(held)
+        except OSError:
+            continue
+        if not isinstance(classify(original), SnapshotName | TempName) or not journal.proves(
+            directory, held, st
+        ):
+            log.warning(events.RECOVER_REFUSED, path=directory.path_of(held), inode=st.st_ino,
+                        size=st.st_size, why="named like a file kvgroomd holds mid-unlink, "
+                        "but not one it recorded: left alone")  # fmt: skip
             continue
         directory.check()
+        taken = _exists(directory, original)
         _put_back(directory, held, original, log)
-        log.warning(events.UNLINK_RECOVERED, path=directory.path_of(original))
+        journal.release()
+        action = "dropped: a newer file has the name" if taken else "put back"
+        log.warning(events.UNLINK_RECOVERED, path=directory.path_of(original), inode=st.st_ino,
+                    action=action)  # fmt: skip
         n += 1
     return n
+
+
+def _exists(directory: PinnedDir, name: str) -> bool:
+    try:
+        directory.lstat(name)
+    except FileNotFoundError:
+        return False
+    return True

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from kvgroomd.core.decision import Cause, Decision
 from kvgroomd.core.index import decide
-from kvgroomd.daemon.apply import QUARANTINE_PREFIX, Result, apply, recover
+from kvgroomd.daemon.apply import QUARANTINE_PREFIX, Result, apply, journal_for, recover
 from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import fingerprint, read_snapshot
 from kvgroomd.format.names import SnapshotName
@@ -133,19 +133,43 @@ class TestApply:
 
 
 class TestRecover:
+    @staticmethod
+    def _held_by_us(fixtures_dir, cache) -> PinnedDir:
+        """A held file as a kill between rename and unlink leaves it: recorded."""
+        held = cache / f"{QUARANTINE_PREFIX}{COLD}"
+        shutil.copyfile(fixtures_dir / COLD, held)
+        d = PinnedDir.at(cache)
+        journal_for(d, structlog.get_logger()).hold(d, held.name, fingerprint(held.stat()))
+        return d
+
     def test_held_file_is_put_back(self, fixtures_dir, tmp_path):
         """A file a crash left mid-delete returns under its name, unlogged as unlinked."""
-        shutil.copyfile(fixtures_dir / COLD, tmp_path / f"{QUARANTINE_PREFIX}{COLD}")
+        d = self._held_by_us(fixtures_dir, tmp_path)
         with capture_logs() as logs:
-            assert recover(PinnedDir.at(tmp_path), structlog.get_logger()) == 1
+            assert recover(d, structlog.get_logger()) == 1
         assert sorted(p.name for p in tmp_path.iterdir()) == [COLD]
         assert "snapshot.unlinked" not in [r["event"] for r in logs]
+        assert [r.get("action") for r in logs if r["event"] == "snapshot.unlink_recovered"] == [
+            "put back"]  # fmt: skip
 
     def test_newer_file_wins_over_held_copy(self, fixtures_dir, tmp_path):
         """If the engine wrote the name again meanwhile, its file is the one kept."""
-        shutil.copyfile(fixtures_dir / COLD, tmp_path / f"{QUARANTINE_PREFIX}{COLD}")
+        d = self._held_by_us(fixtures_dir, tmp_path)
         (tmp_path / COLD).write_bytes(b"newer")
-        with capture_logs():
-            recover(PinnedDir.at(tmp_path), structlog.get_logger())
+        with capture_logs() as logs:
+            recover(d, structlog.get_logger())
         assert (tmp_path / COLD).read_bytes() == b"newer"
         assert sorted(p.name for p in tmp_path.iterdir()) == [COLD]
+        assert [r.get("action") for r in logs if r["event"] == "snapshot.unlink_recovered"] == [
+            "dropped: a newer file has the name"]  # fmt: skip
+
+    def test_held_file_changed_since_it_was_recorded_is_left_alone(self, fixtures_dir, tmp_path):
+        """A held file whose identity differs from the record (another file put
+        under that name since) is not ours any more: left, and said so."""
+        d = self._held_by_us(fixtures_dir, tmp_path)
+        held = tmp_path / f"{QUARANTINE_PREFIX}{COLD}"
+        held.write_bytes(held.read_bytes() + b"x")  # same inode, other size
+        with capture_logs() as logs:
+            assert recover(d, structlog.get_logger()) == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == [held.name]
+        assert [r["event"] for r in logs] == ["snapshot.recover_refused"]
