@@ -112,7 +112,8 @@ class Daemon:
     # -- life cycle ---------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until stopped. Exit status: 0 on a clean stop, 1 on failure."""
+        """Run until stopped. Exit status: 0 on a clean stop, 1 on failure, 6 when
+        another kvgroomd already grooms the directory."""
         self._install_signals()
         c = self.config
         self.log.info(events.STARTED, cache_dir=str(c.cache_dir), budget=c.budget,
@@ -121,9 +122,8 @@ class Daemon:
         status = 0
         try:
             started = self.metrics.start() and self._start()  # False: a fatal failure
-            status = self._loop() if started else self._fatal_status
-            if status:
-                status = self._fatal_status
+            # 1, or 6 when another kvgroomd holds the directory (_begin_watching)
+            status = self._fatal_status if not started or self._loop() else 0
         except Stopped:
             pass  # a pass stopped between two files: nothing is half-done
         except Exception:
