@@ -6,7 +6,7 @@
   hashing each candidate's prefix separately;
 * engine vs index: what one store costs the engine (re-read every header in
   the directory, as `ds4_kvstore_evict` does) against what it costs kvgroomd
-  (`Groomer.landed` on the new file, with its index of the directory).
+  (`DiskGroomer.landed` on the new file, with its index of the directory).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from kvgroomd.config import Config
 from kvgroomd.core.decision import Fingerprint
 from kvgroomd.core.evict import Budget, choose, ranking
 from kvgroomd.core.index import Snapshot
-from kvgroomd.core.scoring import POLICIES
+from kvgroomd.core.scoring import POLICIES, Clock
 from kvgroomd.core.supersede import judge
-from kvgroomd.daemon.groom import Groomer
+from kvgroomd.daemon.groom import DiskGroomer as Groomer
 from kvgroomd.format.header import PREFIX_BYTES, Header, Reason, sha1_hex
 
 try:
@@ -81,16 +81,18 @@ def victims(g: Groomer, repeat: int = 5) -> dict[str, Any]:
     policy = POLICIES["prefill"]
     cols = g.index.columns()
     total = g.index.total_bytes
-    rank_s, _ = timed(lambda: ranking(cols, now, policy, None, 120.0), repeat)
-    one_s, one = timed(lambda: choose(g.index, Budget(total - 1, 1.0, 120.0), now, policy), repeat)
-    low_s, low = timed(lambda: choose(g.index, Budget(total - 1, 0.9, 120.0), now, policy), repeat)
+    clock = Clock(now)
+    rank_s, _ = timed(lambda: ranking(cols, clock, policy, None, 120.0), repeat)
+    one, low = Budget(total - 1, 1.0, 120.0), Budget(total - 1, 0.9, 120.0)
+    one_s, one = timed(lambda: choose(g.index, one, clock, policy), repeat)
+    low_s, low = timed(lambda: choose(g.index, low, clock, policy), repeat)
     select_s = None
     try:
         from kvgroomd.core.evict import _cheapest, protected  # noqa: PLC0415
 
         def select() -> Any:
-            values = policy.score(cols, now, None)
-            values = np.where(protected(cols, now, 120.0), np.inf, values)
+            values = policy.score(cols, Clock(now), None)
+            values = np.where(protected(cols, Clock(now), 120.0), np.inf, values)
             return _cheapest(cols, values, total - int((total - 1) * 0.9))
 
         select_s, _ = timed(select, repeat)
@@ -228,7 +230,7 @@ def reconcile_costs(g: Groomer) -> dict[str, Any]:
     t, c = time.perf_counter(), time.process_time()
     g.reconcile(time.time())
     out["unchanged_s"], out["unchanged_cpu_s"] = time.perf_counter() - t, time.process_time() - c
-    g._swept = -1  # as after any landing, removal or replacement
+    g.core._swept = -1  # as after any landing, removal or replacement
     t, c = time.perf_counter(), time.process_time()
     g.reconcile(time.time())
     out["changed_s"], out["changed_cpu_s"] = time.perf_counter() - t, time.process_time() - c
@@ -243,4 +245,4 @@ def index_bytes(g: Groomer) -> dict[str, Any]:
 
 
 def with_supersede(g: Groomer, on: bool) -> None:
-    g.config = dataclasses.replace(g.config, supersede=on)
+    g.reconfigure(dataclasses.replace(g.config, supersede=on))

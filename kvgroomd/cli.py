@@ -129,7 +129,7 @@ def cmd_groom(args: argparse.Namespace) -> int:
     """One pass of leak cleanup (if enabled), supersession and budget eviction,
     with the daemon's log lines, then exit."""
     _need_a_directory(args)
-    from kvgroomd.daemon.groom import Groomer, cause_totals  # noqa: PLC0415
+    from kvgroomd.daemon.groom import DiskGroomer, cause_totals  # noqa: PLC0415
     from kvgroomd.daemon.metrics import Metrics  # noqa: PLC0415 - prometheus_client only if asked
     from kvgroomd.daemon.pinned import (  # noqa: PLC0415
         EXIT_LOCKED,
@@ -161,7 +161,7 @@ def cmd_groom(args: argparse.Namespace) -> int:
     metrics = Metrics(log, textfile=config.metrics_textfile) if config.metrics_textfile else None
     with directory:
         warn_if_unusual(directory, log)
-        groomer = Groomer(config, log, directory=directory)
+        groomer = DiskGroomer(config, log, directory=directory)
         try:
             groomer.reconcile(time.time(), startup=True)
         except Unpinned as e:
@@ -172,14 +172,15 @@ def cmd_groom(args: argparse.Namespace) -> int:
             log.error(events.DIR_ERROR, cache_dir=str(config.cache_dir), error=e.strerror,
                       errno=e.errno)  # fmt: skip
             return EXIT_FAILED
-    g = groomer.index
+    core = groomer.core
     t = groomer.totals
-    over = config.budget is not None and g.total_bytes > config.budget and not config.dry_run
+    limit = core.limit()
+    over = limit is not None and core.usage > limit and not config.dry_run
     # A dry run's total: what the real pass would free (dir_bytes is already as after it).
     would = {"would_unlink": sum(t.would.values()),
              "would_free": sum(t.would_free.values())} if config.dry_run else {}  # fmt: skip
-    log.info(events.GROOM_DONE, snapshots=len(g), dir_bytes=g.total_bytes,
-             budget=config.budget, dry_run=config.dry_run, **would,
+    log.info(events.GROOM_DONE, snapshots=len(core.index), dir_bytes=core.usage,
+             budget=limit, dry_run=config.dry_run, **would,
              by_cause=cause_totals(t), within_budget=not over,
              unlink_failures=t.failed)  # fmt: skip
     if metrics is not None:
@@ -192,8 +193,8 @@ def cmd_groom(args: argparse.Namespace) -> int:
 def _inventory(args: argparse.Namespace) -> tuple[Any, str]:
     """Scan DIR read-only and build its inventory under the configured policy."""
     from kvgroomd.core.scoring import POLICIES  # noqa: PLC0415
+    from kvgroomd.daemon.groom import survey  # noqa: PLC0415
     from kvgroomd.daemon.pinned import PinnedDir  # noqa: PLC0415
-    from kvgroomd.daemon.read import read_text  # noqa: PLC0415
     from kvgroomd.daemon.scan import scan_directory  # noqa: PLC0415
     from kvgroomd.ops import inventory  # noqa: PLC0415
 
@@ -212,10 +213,11 @@ def _inventory(args: argparse.Namespace) -> tuple[Any, str]:
     )  # fmt: skip
     with PinnedDir(Path(directory)) as pinned:
         pinned.pin(follow=True)  # read-only: a symlink to the cache is fine here
-        found = scan_directory(pinned)
-        inv = inventory.build(found.snapshots, invalid=found.invalid, temps=found.temps,
-                              foreign=found.foreign, read_text=lambda s: read_text(pinned, s),
-                              now=time.time(), settings=settings)  # fmt: skip
+        now = time.time()
+        core, invalid, texts = survey(pinned, config.rules(), now)
+        found = scan_directory(pinned, snapshots=False)
+        inv = inventory.build(core, texts, invalid=invalid, temps=found.temps,
+                              foreign=found.foreign, now=now, settings=settings)  # fmt: skip
     return inv, str(directory)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from kvgroomd.core.groomer import Rules
 from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES
 from kvgroomd.format.engine import COMPRESSING_LAYOUTS, DETECT, ENGINE_LAYOUTS, EngineOptions, MiB
 
@@ -160,6 +161,17 @@ class Config:
     def reject_different_quant(self) -> bool:
         """The engine runs with --kv-cache-reject-different-quant (`engine:` block)."""
         return self.engine.reject_different_quant
+
+    def rules(self) -> Rules:
+        """What the decision core needs of this config."""
+        return Rules(
+            supersede=self.supersede, strict_quant=self.reject_different_quant,
+            budget=self.budget, engine_budget=self.engine_budget,
+            low_watermark=self.low_watermark, protect_new=self.protect_new, policy=self.policy,
+            policy_params=dict(self.policy_params), dry_run=self.dry_run,
+            orphan_temps=self.orphan_temps, orphan_temp_age=self.orphan_temp_age,
+            stale_format=self.stale_format,
+        )  # fmt: skip
 
     def effective(self) -> dict[str, Any]:
         """The config as plain data, for `check-config` and the start-up log."""

@@ -1,7 +1,7 @@
 """Logging: structlog, one JSON object per line on stdout.
 
-Shell. Event names are a stable interface (docs/logs.md documents them), so
-they are defined once here.
+Shell. Event names are a stable interface (docs/logs.md documents them),
+defined once in `events.py` (pure) and re-exported here.
 
 Two renderings. JSON lines for machines; under systemd, when stdout is the
 journal's stream (`JOURNAL_STREAM`), each line starts with its sd-daemon
@@ -21,46 +21,7 @@ from typing import Any, TextIO
 
 import structlog
 
-# Daemon life cycle
-STARTED = "daemon.started"
-READY = "daemon.ready"
-RELOADED = "daemon.reloaded"
-RELOAD_FAILED = "daemon.reload_failed"
-STOPPING = "daemon.stopping"
-STOPPED = "daemon.stopped"
-FAILED = "daemon.failed"  # an unexpected error: exits 1
-DIR_MISSING = "daemon.cache_dir_missing"
-DIR_ERROR = "daemon.cache_dir_error"
-CONFIG_WARNING = "config.warning"  # a config key that still works but should change
-DIR_PINNED = "daemon.cache_dir_pinned"  # opened once; every operation goes through it
-DIR_CHANGED = "daemon.cache_dir_changed"  # the path no longer names it: nothing is acted on
-DIR_UNUSUAL = "daemon.cache_dir_unusual"  # mostly not snapshots: the wrong directory?
-DIR_LOCKED = "daemon.cache_dir_locked"  # another kvgroomd grooms it: exit 6
-OBSERVER_DIED = "observer.died"
-OBSERVER_RESTARTED = "observer.restarted"
-OBSERVER_START_FAILED = "observer.start_failed"
-EVENTS_LOST = "observer.events_lost"
-# Snapshots
-ADDED = "snapshot.added"
-UPDATED = "snapshot.updated"
-REPLACED = "snapshot.replaced"
-REMOVED = "snapshot.removed"  # gone from disk, not by us (engine evict/consume)
-INVALID = "snapshot.invalid"
-UNLINKED = "snapshot.unlinked"
-WOULD_UNLINK = "snapshot.would_unlink"
-UNLINK_SKIPPED = "snapshot.unlink_skipped"
-UNLINK_REFUSED = "snapshot.unlink_refused"
-UNLINK_FAILED = "snapshot.unlink_failed"
-UNLINK_RECOVERED = "snapshot.unlink_recovered"
-RECOVER_REFUSED = "snapshot.recover_refused"  # held-looking, but not recorded as ours
-JOURNAL_UNAVAILABLE = "daemon.journal_unavailable"  # no state directory for the held journal
-# Passes
-RECONCILE_DONE = "reconcile.done"
-BUDGET_UNREACHABLE = "budget.unreachable"
-GROOM_DONE = "groom.done"
-# Metrics
-METRICS_LISTENING = "metrics.listening"
-METRICS_FAILED = "metrics.failed"
+from kvgroomd.events import *  # noqa: F403 - the event names, re-exported
 
 LEVELS = ("debug", "info", "warning", "error")
 # sd-daemon(3) priorities, as syslog's: what `journalctl -p` filters on.

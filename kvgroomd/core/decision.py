@@ -8,10 +8,23 @@ unlink, so a file the engine touched, truncated or replaced since is spared
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import os
+
+
+class Result(StrEnum):
+    """What the deleter did with a decision (the core is told: `Groomer.settle`)."""
+
+    UNLINKED = "unlinked"
+    WOULD_UNLINK = "would_unlink"  # dry run
+    GONE = "gone"  # someone (the engine) removed it first: normal
+    CHANGED = "changed"  # touched, truncated or replaced since the decision
+    REFUSED = "refused"  # not a name or kind of file we may delete
+    FAILED = "failed"  # an OS error (permissions, ...)
 
 
 class Cause(StrEnum):

@@ -10,6 +10,7 @@ unknown-format files are not in the index at all.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy.typing as npt
 
 from kvgroomd.core.decision import Cause, Decision
 from kvgroomd.core.index import Columns, Index, decide_rows
-from kvgroomd.core.scoring import Policy, Values
+from kvgroomd.core.scoring import Clock, Policy, Values
 from kvgroomd.format.header import Reason
 
 NEVER_EVICTED = (Reason.UNKNOWN, Reason.AGENT_SYSTEM, Reason.AGENT_SESSION)
@@ -41,35 +42,39 @@ _NEVER = np.zeros(256, dtype=bool)  # reason code -> never evicted
 _NEVER[[int(r) for r in NEVER_EVICTED]] = True
 
 
-def protected(cols: Columns, now: float, protect_new: float) -> npt.NDArray[np.bool_]:
-    """Rows that budget eviction must never choose."""
-    young = (now - cols["created_at"].astype(np.float64)) < protect_new
+def protected(cols: Columns, clock: Clock, protect_new: float) -> npt.NDArray[np.bool_]:
+    """Rows that budget eviction must never choose. Age counts from the
+    header's created_at, or from when kvgroomd first saw the file if that is
+    earlier (a header time from a clock running ahead)."""
+    seen = np.where(cols["seen_at"] > 0, cols["seen_at"], cols["created_at"])
+    born = np.minimum(cols["created_at"], seen).astype(np.float64)
+    young = (clock.now - born) < protect_new
     mask: npt.NDArray[np.bool_] = _NEVER[cols["reason"]] | young
     return mask
 
 
-def ranking(cols: Columns, now: float, policy: Policy, params: dict[str, float] | None,
+def ranking(cols: Columns, clock: Clock, policy: Policy, params: Mapping[str, float] | None,
             protect_new: float) -> tuple[npt.NDArray[np.intp], Values]:  # fmt: skip
     """Row numbers in eviction order (first = first to go) and their values;
     protected rows come last with value +inf."""
-    values = policy.score(cols, now, params)
-    values = np.where(protected(cols, now, protect_new), np.inf, values)
+    values = policy.score(cols, clock, params)
+    values = np.where(protected(cols, clock, protect_new), np.inf, values)
     last = np.where(cols["last_used"] > 0, cols["last_used"], cols["created_at"])
     return np.lexsort((last, values)), values
 
 
-def choose(index: Index, budget: Budget, now: float, policy: Policy,
-           params: dict[str, float] | None = None) -> list[Decision]:  # fmt: skip
+def choose(index: Index, budget: Budget, clock: Clock, policy: Policy,
+           params: Mapping[str, float] | None = None) -> list[Decision]:  # fmt: skip
     """The lowest-valued unprotected snapshots whose removal brings usage to
     the target, or every unprotected one when even that is not enough."""
     cols = index.columns()
-    total = int(cols["size"].sum())
+    total = index.total_bytes
     if total <= budget.limit:
         return []
-    values = policy.score(cols, now, params)
-    values = np.where(protected(cols, now, budget.protect_new), np.inf, values)
+    values = policy.score(cols, clock, params)
+    values = np.where(protected(cols, clock, budget.protect_new), np.inf, values)
     victims = _cheapest(cols, values, total - budget.target)
-    return decide_rows(index, victims, Cause.BUDGET, now, policy=policy.name,
+    return decide_rows(index, victims, Cause.BUDGET, clock.now, policy=policy.name,
                        score=values[victims])  # fmt: skip
 
 

@@ -4,12 +4,12 @@ Pure. A cache of the directory that can always be rebuilt from a scan (the
 engine itself re-reads every header on each store; ccache and friends shipped
 counter-drift bugs by never rebuilding). Rows live in one numpy structured
 array so that policies score 100,000 snapshots in one vectorised pass and an
-entry costs a few hundred bytes, not a Python object graph.
+entry costs a couple of hundred bytes, not a Python object graph. Names are
+found through a private hash table of row numbers (`_table.py`).
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -18,22 +18,20 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from kvgroomd.core._table import ShaTable, table_size
 from kvgroomd.core.decision import Cause, Decision, Fingerprint
-from kvgroomd.format.header import MAGIC, VERSION, Header, Reason
+from kvgroomd.format.header import Header, Reason
 from kvgroomd.format.prefix import HEAD_BYTES, SHORT_HEAD, text_keys
 
-__all__ = ["HEAD_BYTES", "ROW", "SHORT_HEAD", "Change", "Columns", "Drift", "Index",
-           "Snapshot", "decide", "drift", "head_key"]  # fmt: skip
+__all__ = ["HEAD_BYTES", "NAME", "ROW", "SHORT_HEAD", "Change", "Columns", "Drift", "Index",
+           "Snapshot", "decide", "decide_rows", "drift", "head_key"]  # fmt: skip
 
 # Rows carry each file's SHA-1 (which is its name), so the index keeps no
-# Python object per entry: a name is rebuilt from its row when asked for, and
-# names are found through an open-addressing hash table of row numbers keyed
-# by the SHA-1. About 140 bytes an entry, against ~500 for a dict of names
-# plus a list of names.
+# Python object per entry: a name is rebuilt from its row when asked for.
 ROW = np.dtype(
     [
         # The SHA-1 of the name in three pieces, so bytes 0..19 of a row are
-        # the SHA-1 and the two u64 pieces give the table key (`_tkey`).
+        # the SHA-1 and the two u64 pieces are the hash table's key.
         ("sha_hi", "<u8"),  # bytes 0..7, little-endian
         ("sha_mid", "V4"),  # bytes 8..11
         ("sha_lo", "<u8"),  # bytes 12..19, little-endian
@@ -44,9 +42,17 @@ ROW = np.dtype(
         ("created_at", "u8"),  # u64 in the header: any value must fit
         ("last_used", "u8"),
         ("payload_bytes", "u8"),
-        ("head", "u8"),  # prefix.py: first 64 text bytes, a bucket
-        ("tail", "u8"),  # prefix.py: last 8 text bytes
-        ("bkey", "u8"),  # prefix.py: key of the text's whole leading blocks
+        ("head", "u8"),  # format/prefix.py: first 64 text bytes, a bucket
+        ("tail", "u8"),  # format/prefix.py: last 8 text bytes
+        ("bkey", "u8"),  # format/prefix.py: key of the text's whole leading blocks
+        # The cache's own clock (bytes landed, core/groomer.py) when this file
+        # last landed or served a hit: the policies' measure of idleness that
+        # does not depend on the pace of the traffic.
+        ("act", "u8"),
+        # Unix seconds (the core's `now`) when this version was first indexed.
+        # Ages count from min(created_at, seen_at): a header time from a clock
+        # that runs ahead cannot keep a file young for ever.
+        ("seen_at", "u8"),
         ("tokens", "u4"),
         ("hits", "u4"),
         ("ctx_size", "u4"),
@@ -68,14 +74,20 @@ TAIL_KNOWN = 1
 BKEY_KNOWN = 2
 ODD_NAME = 4  # the file name is not "<lowercase SHA-1 hex>.kv": kept aside
 _REASONS = tuple(Reason)
+_NAMES: tuple[str, ...] = ROW.names or ()  # the fields, in order
+_HEADER_FIELDS = ("quant_bits", "ext_flags", "model_id", "tokens", "hits", "ctx_size", "abi",
+                  "created_at", "last_used", "payload_bytes", "text_bytes",
+                  "reason_code")  # fmt: skip
+_FP_FIELDS = ("dev", "ino", "size", "mtime_ns")
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One indexed snapshot: its name, header, file identity and text keys.
 
-    `tail` and `bkey` (prefix.py) are None when not known (a Snapshot built
-    without its text); such a snapshot is a candidate for every longer one.
+    `tail` and `bkey` (format/prefix.py) are None when not known (a Snapshot
+    built without its text); such a snapshot is a candidate for every longer
+    one. `covered`, `act` and `seen_at` are the index's own facts about it.
     """
 
     name: str
@@ -86,21 +98,13 @@ class Snapshot:
     covered: bool = False
     tail: int | None = None
     bkey: int | None = None
+    act: int = 0
+    seen_at: int = 0
 
     @property
     def size(self) -> int:
         """Bytes on disk (st_size), what budgets count."""
         return self.seen.size
-
-
-def decide(s: Snapshot, cause: Cause, now: float, **extra: Any) -> Decision:
-    """A decision to unlink `s`, with the facts every unlink log line reports."""
-    h = s.header
-    fields = {
-        "sha": s.sha, "reason": h.reason.label, "tokens": h.tokens, "hits": h.hits,
-        "size": s.size, "age_s": max(0, round(now - h.created_at)), **extra,
-    }  # fmt: skip
-    return Decision(s.name, cause, s.seen, fields, header=h.pack())
 
 
 def head_key(text_head: bytes, text_bytes: int) -> int:
@@ -131,72 +135,77 @@ def sha_of(name: str) -> bytes | None:
     return sha if len(sha) == 20 else None  # fromhex skips whitespace
 
 
-def _canonical(name: str) -> bool:
-    """No upper-case hex: the name is "<sha>.kv" rebuilt from the row."""
-    return name == name.lower()
-
-
-def _to_row(s: Snapshot, sha: bytes) -> tuple[object, ...]:
+def _record(s: Snapshot, sha: bytes) -> dict[str, Any]:
+    """The ROW fields of `s`, by name."""
     h = s.header
     flags = ((TAIL_KNOWN if s.tail is not None else 0) | (BKEY_KNOWN if s.bkey is not None else 0)
-             | (0 if _canonical(s.name) else ODD_NAME))  # fmt: skip
-    return (
-        int.from_bytes(sha[:8], "little"), sha[8:12], int.from_bytes(sha[12:], "little"),
-        s.seen.dev, s.seen.ino, s.seen.size,
-        s.seen.mtime_ns, h.created_at, h.last_used, h.payload_bytes, s.head, s.tail or 0,
-        s.bkey or 0, h.tokens, h.hits, h.ctx_size, h.text_bytes, int(h.reason), h.reason_code,
-        h.quant_bits, h.model_id, h.abi, h.ext_flags, s.covered, flags,
-    )  # fmt: skip
+             | (0 if s.name == s.name.lower() else ODD_NAME))  # fmt: skip
+    rec: dict[str, Any] = {f: getattr(h, f) for f in _HEADER_FIELDS}
+    rec.update(zip(_FP_FIELDS, (s.seen.dev, s.seen.ino, s.seen.size, s.seen.mtime_ns),
+                   strict=True))  # fmt: skip
+    rec.update(sha_hi=int.from_bytes(sha[:8], "little"), sha_mid=sha[8:12],
+               sha_lo=int.from_bytes(sha[12:], "little"), head=s.head, tail=s.tail or 0,
+               bkey=s.bkey or 0, act=s.act, seen_at=s.seen_at, reason=int(h.reason),
+               covered=s.covered, flags=flags)  # fmt: skip
+    return rec
 
 
-def _from_row(name: str, values: tuple[Any, ...]) -> Snapshot:
-    (_hi, _mid, _lo, dev, ino, size, mtime_ns, created_at, last_used, payload_bytes, head, tail,
-     bkey, tokens, hits, ctx_size, text_bytes, reason, reason_code, quant_bits, model_id, abi,
-     ext_flags, covered, flags) = values  # fmt: skip
-    header = Header(quant_bits, _REASONS[reason], ext_flags, model_id, tokens, hits, ctx_size,
-                    abi, created_at, last_used, payload_bytes, text_bytes, reason_code)  # fmt: skip
-    return Snapshot(name, name[:40].lower(), header, Fingerprint(dev, ino, size, mtime_ns), head,
-                    covered, tail if flags & TAIL_KNOWN else None,
-                    bkey if flags & BKEY_KNOWN else None)  # fmt: skip
+def same_file(old: Mapping[str, Any] | np.void, new: Snapshot) -> bool:
+    """Whether `new` is the file of row `old` rewritten in place (a touch, a
+    trailer rewrite) rather than another store under the same name. The
+    engine never rewrites created_at in place, and ext4 hands a deleted
+    file's inode number to the next file at once: so a new created_at on the
+    same inode is a new store too."""
+    return ((int(old["dev"]), int(old["ino"]), int(old["created_at"]))
+            == (new.seen.dev, new.seen.ino, new.header.created_at))  # fmt: skip
 
 
-_LABELS = {int(r): r.label for r in Reason}
-_HEADER = struct.Struct("<3sBBBBBIIIB3xQQQI")  # snapshot.py's layout (spec §2)
+def _row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(rec[f] for f in _NAMES)
 
 
-def decide_rows(index: Index, rows: npt.NDArray[np.intp], cause: Cause, now: float,
-                **extra: Any) -> list[Decision]:  # fmt: skip
-    """`decide(index.at(r), cause, now, ...)` for each row, without building
-    Snapshot objects (a budget pass may choose thousands). An `extra` value
-    that is an array gives one value per row."""
-    names = index.names_at(rows)
-    sub = index.columns()[rows]
-    col = {f: sub[f].tolist() for f in (
-        "dev", "ino", "size", "mtime_ns", "created_at", "last_used", "payload_bytes", "tokens",
-        "hits", "ctx_size", "text_bytes", "reason", "reason_code", "quant_bits", "model_id",
-        "abi", "ext_flags")}  # fmt: skip
-    per_row = [(k, v.tolist()) for k, v in extra.items() if isinstance(v, np.ndarray)]
-    fixed = {k: v for k, v in extra.items() if not isinstance(v, np.ndarray)}
-    labels, pack, magic, version = _LABELS, _HEADER.pack, MAGIC, VERSION
-    out = []
-    rows_values = zip(names, *col.values(), strict=True)
-    for j, (name, dev, ino, size, mtime_ns, created, last, payload, tokens, hits, ctx, text,
-            reason, code, quant, model, abi, ext) in enumerate(rows_values):  # fmt: skip
-        fields = {"sha": name[:40].lower(), "reason": labels[reason], "tokens": tokens,
-                  "hits": hits, "size": size, "age_s": max(0, round(now - created)), **fixed}
-        for k, v in per_row:
-            fields[k] = v[j]
-        header = pack(magic, version, quant, code if code >= 0 else reason, ext, model, tokens,
-                      hits, ctx, abi, created, last, payload, text)  # fmt: skip
-        out.append(Decision(name, cause, Fingerprint(dev, ino, size, mtime_ns), fields,
-                            header=header))  # fmt: skip
-    return out
+def _snapshot(name: str, values: tuple[Any, ...]) -> Snapshot:
+    rec = dict(zip(_NAMES, values, strict=True))
+    header = Header(reason=_REASONS[rec["reason"]], **{f: rec[f] for f in _HEADER_FIELDS})
+    flags = rec["flags"]
+    return Snapshot(name, name[:40].lower(), header, Fingerprint(*(rec[f] for f in _FP_FIELDS)),
+                    rec["head"], rec["covered"], rec["tail"] if flags & TAIL_KNOWN else None,
+                    rec["bkey"] if flags & BKEY_KNOWN else None, rec["act"],
+                    rec["seen_at"])  # fmt: skip
 
 
 def snapshot_of(name: str, record: np.void) -> Snapshot:
     """The Snapshot a `ROW` record describes, under file name `name`."""
-    return _from_row(name, cast("tuple[Any, ...]", record.item()))
+    return _snapshot(name, cast("tuple[Any, ...]", record.item()))
 
+
+# -- decisions: built here and only here -----------------------------------------
+
+
+def decide(s: Snapshot, cause: Cause, now: float, **extra: Any) -> Decision:
+    """A decision to unlink `s`, with the facts every unlink log line reports
+    and the header bytes the deleter compares before it unlinks."""
+    h = s.header
+    fields = {"sha": s.sha, "reason": h.reason.label, "tokens": h.tokens, "hits": h.hits,
+              "size": s.size, "age_s": max(0, round(now - h.created_at)), **extra}  # fmt: skip
+    return Decision(s.name, cause, s.seen, fields, header=h.pack())
+
+
+def decide_rows(index: Index, rows: npt.NDArray[np.intp], cause: Cause, now: float,
+                **extra: Any) -> list[Decision]:  # fmt: skip
+    """`decide` for each row; an `extra` value that is an array gives one
+    value per row."""
+    per_row = {k: v.tolist() for k, v in extra.items() if isinstance(v, np.ndarray)}
+    fixed = {k: v for k, v in extra.items() if not isinstance(v, np.ndarray)}
+    cols = index.columns()
+    out = []
+    for j, (name, r) in enumerate(zip(index.names_at(rows), rows.tolist(), strict=True)):
+        more = {k: v[j] for k, v in per_row.items()}
+        out.append(decide(snapshot_of(name, cols[r]), cause, now, **fixed, **more))
+    return out
+
+
+# -- names in bulk ---------------------------------------------------------------
 
 # Many names at once travel as a NAME array (43 ASCII bytes each), not as a
 # list of str: 100,000 str objects at once fragment Python's small-object
@@ -208,6 +217,7 @@ for _i, _c in enumerate(b"0123456789abcdef"):
 for _i, _c in enumerate(b"ABCDEF"):
     _NIBBLE[_c] = 10 + _i
 _HEXDIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+SHA_FIELDS = np.dtype([("sha_hi", "<u8"), ("sha_mid", "V4"), ("sha_lo", "<u8")])  # 20 bytes
 
 
 def names_array(names: Sequence[str] | npt.NDArray[np.bytes_]) -> npt.NDArray[np.bytes_]:
@@ -232,25 +242,14 @@ def parse_names(names: npt.NDArray[np.bytes_]) -> tuple[npt.NDArray[np.void], np
     return fields, np.asarray(ok, dtype=bool), np.asarray(upper, dtype=bool)
 
 
-_GOLDEN = 0x9E3779B97F4A7C15
-_M64 = (1 << 64) - 1
-SHA_FIELDS = np.dtype([("sha_hi", "<u8"), ("sha_mid", "V4"), ("sha_lo", "<u8")])  # 20 bytes
-
-
-def _table_size(n: int) -> int:
-    """Slots for `n` entries at a load of at most 1/2 (a power of two)."""
-    return 1 << max(4, (2 * n - 1).bit_length())
-
-
 class Index:
     """Snapshots by file name, stored as rows of `ROW` (swap-remove on delete)."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self._rows: npt.NDArray[np.void] = np.zeros(max(capacity, 16), dtype=ROW)
-        self._fields()
+        self._table = ShaTable(table_size(max(capacity, 16)))
+        self._table.keys(self._rows["sha_hi"], self._rows["sha_lo"])
         self._n = 0
-        # Open addressing, linear probing: row + 1 per slot, 0 = empty.
-        self._table(_table_size(max(capacity, 16)))
         self._odd: dict[int, str] = {}  # row -> name, for names not in canonical form
         # Kept in step by put/pop: every event reports usage, and summing
         # 100,000 rows per event would make a start-up scan quadratic.
@@ -270,17 +269,14 @@ class Index:
     def names(self) -> list[str]:
         """Row order: `names[i]` is the file of `columns()[i]`. Built on each
         call (O(n)): take it once per pass, or use `name_at`."""
-        n = self._n
-        raw = self._rows[:n].view(np.uint8).reshape(n, ROW.itemsize)[:, :20]
-        hexes = raw.tobytes().hex()
-        names = [hexes[i : i + 40] + ".kv" for i in range(0, 40 * n, 40)]
-        for row, name in self._odd.items():
-            names[row] = name
-        return names
+        return self.names_at(np.arange(self._n))
+
+    def _sha_bytes(self) -> npt.NDArray[np.uint8]:
+        return self._rows[: self._n].view(np.uint8).reshape(self._n, ROW.itemsize)[:, :20]
 
     def names_array(self, rows: npt.NDArray[np.intp] | None = None) -> npt.NDArray[np.bytes_]:
         """The file names of `rows` (all rows by default) as a NAME array."""
-        sha = self._rows[: self._n].view(np.uint8).reshape(self._n, ROW.itemsize)[:, :20]
+        sha = self._sha_bytes()
         if rows is not None:
             sha = sha[rows]
         text = np.empty((len(sha), 43), dtype=np.uint8)
@@ -298,8 +294,7 @@ class Index:
 
     def names_at(self, rows: npt.NDArray[np.intp]) -> list[str]:
         """The file names of `rows`, in that order."""
-        raw = self._rows[: self._n].view(np.uint8).reshape(self._n, ROW.itemsize)[rows, :20]
-        hexes = raw.tobytes().hex()
+        hexes = self._sha_bytes()[rows].tobytes().hex()
         names = [hexes[i : i + 40] + ".kv" for i in range(0, 40 * len(rows), 40)]
         if self._odd:
             for j, r in enumerate(rows.tolist()):
@@ -332,108 +327,37 @@ class Index:
     def get(self, name: str) -> Snapshot | None:
         """The snapshot indexed under `name`, or None."""
         r = self._find(name)[1]
-        return None if r < 0 else _from_row(name, self._rows[r].item())
+        return None if r < 0 else _snapshot(name, self._rows[r].item())
 
     def at(self, row: int) -> Snapshot:
         """The snapshot in row `row`."""
         if not 0 <= row < self._n:
             raise IndexError(row)
-        return _from_row(self.name_at(row), self._rows[row].item())
+        return _snapshot(self.name_at(row), self._rows[row].item())
 
     def fingerprint(self, name: str) -> Fingerprint | None:
         """The file identity last seen for `name` (cheaper than `get`)."""
         r = self._find(name)[1]
         if r < 0:
             return None
-        v = self._rows[r].item()
-        return Fingerprint(v[3], v[4], v[5], v[6])
-
-    # -- the hash table -------------------------------------------------------
-
-    def _table(self, size: int) -> None:
-        """A new, empty table of `size` slots (a power of two)."""
-        self._slots = np.zeros(size, dtype=np.uint32)
-        self._shift = 64 - (size.bit_length() - 1)
-
-    def _fields(self) -> None:
-        """Cache the field views the table reads (after `_rows` is replaced)."""
-        self._hi = self._rows["sha_hi"]
-        self._mid = self._rows["sha_mid"]
-        self._lo = self._rows["sha_lo"]
-
-    def _home(self, hi: int, lo: int) -> int:
-        """Home slot of a SHA-1 (Fibonacci hashing of its two u64 pieces)."""
-        return (((hi ^ lo) * _GOLDEN) & _M64) >> self._shift
-
-    def _homes(self, hi: npt.NDArray[np.uint64],
-               lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:  # fmt: skip
-        return (((hi ^ lo) * np.uint64(_GOLDEN)) >> np.uint64(self._shift)).astype(np.intp)
+        row = self._rows[r]
+        return Fingerprint(*(int(row[f]) for f in _FP_FIELDS))
 
     def _find(self, name: str) -> tuple[int, int]:
         """(slot, row) of `name`; row -1 when absent (slot: where it would go)."""
         sha = sha_of(name)
         if sha is None:
             return -1, -1
-        hi = int.from_bytes(sha[:8], "little")
-        lo = int.from_bytes(sha[12:], "little")
-        slots, his, los = self._slots, self._hi, self._lo
-        mask = len(slots) - 1
-        i = self._home(hi, lo)
-        while True:
-            v = int(slots[i])
-            if v == 0:
-                return i, -1
-            r = v - 1
-            if his[r] == hi and los[r] == lo:
-                odd = self._odd.get(r)
-                if odd is None:
-                    if self._mid[r].tobytes() == sha[8:12] and name == name.lower():
-                        return i, r
-                elif odd == name:
-                    return i, r
-            i = (i + 1) & mask
+        mid, canonical = sha[8:12], name == name.lower()
 
-    def _slot_of_row(self, row: int) -> int:
-        """The slot that holds `row` (which must be in the table)."""
-        slots, mask = self._slots, len(self._slots) - 1
-        i = self._home(int(self._hi[row]), int(self._lo[row]))
-        while int(slots[i]) != row + 1:
-            i = (i + 1) & mask
-        return i
+        def same(r: int) -> bool:
+            odd = self._odd.get(r)
+            if odd is None:
+                return canonical and self._rows["sha_mid"][r].tobytes() == mid
+            return odd == name
 
-    def _delete_slot(self, i: int) -> None:
-        """Empty slot `i`, shifting later entries of its run back (no tombstones)."""
-        slots, mask = self._slots, len(self._slots) - 1
-        j = i
-        while True:
-            j = (j + 1) & mask
-            v = int(slots[j])
-            if v == 0:
-                break
-            home = self._home(int(self._hi[v - 1]), int(self._lo[v - 1]))
-            # The entry at j may fill the hole at i unless its home lies in (i, j].
-            if (i < j and (home <= i or home > j)) or (i > j and home <= i and home > j):
-                slots[i] = v
-                i = j
-        slots[i] = 0
-
-    def _insert_rows(self, rows: npt.NDArray[np.intp]) -> None:
-        """Put `rows` into the table, vectorised: each round, every row still
-        pending takes its current slot if free (one row per slot), the others
-        move one slot on. Equivalent to inserting them one by one."""
-        slots, mask = self._slots, len(self._slots) - 1
-        pos = self._homes(self._hi[rows], self._lo[rows])
-        pending = np.asarray(rows, dtype=np.intp)
-        while len(pending):
-            free = np.flatnonzero(slots[pos] == 0)
-            if len(free):
-                taken, first = np.unique(pos[free], return_index=True)
-                won = free[first]
-                slots[taken] = pending[won] + 1
-                keep = np.ones(len(pending), dtype=bool)
-                keep[won] = False
-                pending, pos = pending[keep], pos[keep]
-            pos = (pos + 1) & mask
+        return self._table.find(int.from_bytes(sha[:8], "little"),
+                                int.from_bytes(sha[12:], "little"), same)  # fmt: skip
 
     def _reserve(self, extra: int) -> None:
         """Room for `extra` more rows (rows array and table)."""
@@ -442,44 +366,47 @@ class Index:
             grown = np.zeros(max(need, 2 * len(self._rows)), dtype=ROW)
             grown[: self._n] = self._rows[: self._n]
             self._rows = grown
-            self._fields()
-        if 2 * need > len(self._slots):
-            self._table(_table_size(need))
-            self._insert_rows(np.arange(self._n))
+            self._table.keys(self._rows["sha_hi"], self._rows["sha_lo"])
+        if 2 * need > len(self._table):
+            self._table = ShaTable(table_size(need))
+            self._table.keys(self._rows["sha_hi"], self._rows["sha_lo"])
+            self._table.insert_rows(np.arange(self._n))
 
     # -- changes ----------------------------------------------------------------
 
     def put(self, s: Snapshot) -> Change:
-        """Insert or update `s`; report what kind of change that was."""
-        slot, i = self._find(s.name)
+        """Insert or update `s`; report what kind of change that was. An
+        in-place update keeps the row's `covered` flag (the text is the same)."""
         sha = sha_of(s.name)
         if sha is None:
             raise ValueError(f"not a snapshot name: {s.name!r}")
-        row = _to_row(s, sha)
+        rec = _record(s, sha)
+        slot, i = self._find(s.name)
         if i < 0:
-            if 2 * (self._n + 1) > len(self._slots) or self._n == len(self._rows):
+            if 2 * (self._n + 1) > len(self._table) or self._n == len(self._rows):
                 self._reserve(1)
                 slot = self._find(s.name)[0]
             i = self._n
-            self._rows[i] = row
-            self._slots[slot] = i + 1
-            if row[-1] & ODD_NAME:  # type: ignore[operator]
+            self._rows[i] = _row(rec)
+            self._table.set(slot, i)
+            if rec["flags"] & ODD_NAME:
                 self._odd[i] = s.name
             self._n += 1
             self._bytes += s.seen.size
             self.generation += 1
             return Change.ADDED
-        old = self._rows[i].item()
-        if (old[3], old[4]) != (s.seen.dev, s.seen.ino):
+        old = dict(zip(_NAMES, self._rows[i].item(), strict=True))
+        if not same_file(old, s):
             change = Change.REPLACED
             self.generation += 1
         else:
             change = Change.UPDATED
-            row = (*row[:23], old[23], *row[24:])  # the same file keeps what its text told
-        if row == old:
+            # The same file keeps what its text told and when it was first seen.
+            rec["covered"], rec["seen_at"] = old["covered"], old["seen_at"]
+        if rec == old:
             return Change.UNCHANGED
-        self._bytes += s.seen.size - old[5]
-        self._rows[i] = row
+        self._bytes += s.seen.size - old["size"]
+        self._rows[i] = _row(rec)
         return change
 
     def put_many(self, rows: npt.NDArray[np.void],
@@ -494,9 +421,8 @@ class Index:
         base = self._n
         self._rows[base : base + m] = rows
         self._n += m
-        self._insert_rows(np.arange(base, base + m))
-        odd = np.flatnonzero(rows["flags"] & ODD_NAME)
-        for j in odd:
+        self._table.insert_rows(np.arange(base, base + m))
+        for j in np.flatnonzero(rows["flags"] & ODD_NAME):
             name = names[int(j)]
             self._odd[base + int(j)] = name.decode() if isinstance(name, bytes) else name
         self._bytes += int(rows["size"].sum())
@@ -507,13 +433,13 @@ class Index:
         slot, i = self._find(name)
         if i < 0:
             return None
-        gone = _from_row(name, self._rows[i].item())
+        gone = _snapshot(name, self._rows[i].item())
         self._bytes -= gone.size
-        self._delete_slot(slot)
+        self._table.delete_slot(slot)
         self._odd.pop(i, None)
         last = self._n - 1
         if i != last:  # move the last row into the hole: O(1), order is not kept
-            self._slots[self._slot_of_row(last)] = i + 1
+            self._table.set(self._table.slot_of_row(last), i)
             self._rows[i] = self._rows[last]
             moved = self._odd.pop(last, None)
             if moved is not None:
@@ -521,6 +447,12 @@ class Index:
         self._n -= 1
         self.generation += 1
         return gone
+
+    def set_column(self, field: str, rows: npt.NDArray[np.intp], values: Any) -> None:
+        """Set one of the index's own columns (`covered`, `act`, `seen_at`)."""
+        if field not in ("covered", "act", "seen_at"):
+            raise ValueError(f"{field} comes from the file, not the index")
+        self._rows[field][rows] = values
 
     def set_covered(self, names: Mapping[str, bool]) -> None:
         """Record which snapshots are strict prefixes of a longer compatible one."""
@@ -541,46 +473,73 @@ class Index:
             out[i] = self._find(n.decode() if isinstance(n, bytes) else n)[1]
         idx = np.flatnonzero(ok & ~upper)
         want = want[idx]
-        slots, mask = self._slots, len(self._slots) - 1
         rows = self._rows
-        pos = self._homes(want["sha_hi"], want["sha_lo"])
-        pending = np.arange(len(idx))
-        while len(pending):
-            v = slots[pos[pending]].astype(np.intp)
-            empty = v == 0
-            r = v - 1
-            hit = ~empty
-            hit[hit] = ((rows["sha_hi"][r[hit]] == want["sha_hi"][pending[hit]])
-                        & (rows["sha_lo"][r[hit]] == want["sha_lo"][pending[hit]])
-                        & (rows["sha_mid"][r[hit]] == want["sha_mid"][pending[hit]])
-                        & (rows["flags"][r[hit]] & ODD_NAME == 0))  # fmt: skip
-            out[idx[pending[hit]]] = r[hit]
-            pending = pending[~(empty | hit)]
-            pos[pending] = (pos[pending] + 1) & mask
+
+        def same(r: npt.NDArray[np.intp], which: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+            return np.asarray((rows["sha_mid"][r] == want["sha_mid"][which])
+                              & (rows["flags"][r] & ODD_NAME == 0))  # fmt: skip
+
+        out[idx] = self._table.lookup_many(want["sha_hi"], want["sha_lo"], same)
         return out
 
-    def set_covered_rows(self, covered: npt.NDArray[np.bool_]) -> None:
-        """Set every row's covered flag at once (`covered[i]` for row i)."""
-        self._rows["covered"][: self._n] = covered
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A full listing of the directory: each snapshot-named file's name
+    (a NAME array) and lstat fingerprint, as of one pass."""
+
+    names: npt.NDArray[np.bytes_]
+    dev: npt.NDArray[np.uint64]
+    ino: npt.NDArray[np.uint64]
+    size: npt.NDArray[np.int64]
+    mtime_ns: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, entries: Mapping[str, Fingerprint]) -> Listing:
+        """A listing from names and fingerprints (tests, the simulator)."""
+        fps = list(entries.values())
+        return cls(names_array(list(entries)),
+                   np.array([f.dev for f in fps], dtype=np.uint64),
+                   np.array([f.ino for f in fps], dtype=np.uint64),
+                   np.array([f.size for f in fps], dtype=np.int64),
+                   np.array([f.mtime_ns for f in fps], dtype=np.int64))  # fmt: skip
+
+    def without(self, keep: npt.NDArray[np.bool_]) -> Listing:
+        """The entries where `keep` is True."""
+        return Listing(self.names[keep], self.dev[keep], self.ino[keep], self.size[keep],
+                       self.mtime_ns[keep])  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Drift:
-    """How a directory scan differs from the index: what reconcile repairs."""
+    """How a listing differs from the index: what a rescan repairs. `added`
+    and `changed` are NAME arrays (to be read); `gone` are names."""
 
-    added: tuple[str, ...]
-    changed: tuple[str, ...]
+    added: npt.NDArray[np.bytes_]
+    changed: npt.NDArray[np.bytes_]
     gone: tuple[str, ...]
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.changed or self.gone)
+        return bool(len(self.added) or len(self.changed) or self.gone)
+
+    @property
+    def to_read(self) -> npt.NDArray[np.bytes_]:
+        """Every name whose file must be read: added, then changed."""
+        return np.concatenate((self.added, self.changed)) if len(self.changed) else self.added
 
 
-def drift(index: Index, scan: Mapping[str, Fingerprint]) -> Drift:
-    """Compare a scan of snapshot names -> fingerprints with the index."""
-    added = tuple(n for n in scan if n not in index)
-    changed = tuple(
-        n for n, fp in scan.items() if n in index and index.fingerprint(n) != fp
-    )
-    gone = tuple(n for n in index.names if n not in scan)
-    return Drift(added, changed, gone)
+def drift(index: Index, listing: Listing) -> Drift:
+    """Compare a listing with the index, vectorised: a name is changed when
+    any part of its fingerprint differs (another inode, size or mtime)."""
+    rows = index.rows_of(listing.names)
+    cols = index.columns()
+    known = rows >= 0
+    r = rows[known]
+    same = np.zeros(len(rows), dtype=bool)
+    same[known] = ((cols["dev"][r] == listing.dev[known]) & (cols["ino"][r] == listing.ino[known])
+                   & (cols["size"][r] == listing.size[known])
+                   & (cols["mtime_ns"][r] == listing.mtime_ns[known]))  # fmt: skip
+    present = np.zeros(len(index), dtype=bool)
+    present[r] = True
+    return Drift(added=listing.names[~known], changed=listing.names[known & ~same],
+                 gone=tuple(index.names_at(np.flatnonzero(~present))))  # fmt: skip

@@ -20,7 +20,20 @@ from kvgroomd.core.index import Columns
 from kvgroomd.format.header import EXT_TOOL_MAP, Reason
 
 Values = npt.NDArray[np.float64]
-Scorer = Callable[[Columns, float, Mapping[str, float]], Values]
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """When a policy judges: wall time (`now`, Unix seconds, which header
+    times are in) and the cache's own activity (`activity`: bytes landed so
+    far, which each row's `act` stamp is in). A policy that measures idleness
+    in activity decides the same whatever the pace of the traffic."""
+
+    now: float
+    activity: int = 0
+
+
+Scorer = Callable[[Columns, Clock, Mapping[str, float]], Values]
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -36,11 +49,11 @@ class Policy:
     summary: str = ""
 
     def score(
-        self, cols: Columns, now: float, params: Mapping[str, float] | None = None
+        self, cols: Columns, clock: Clock, params: Mapping[str, float] | None = None
     ) -> Values:
         """Values for every row, with `params` overriding the defaults."""
         merged = {**self.defaults, **(params or {})}
-        return self.scorer(cols, now, merged)
+        return self.scorer(cols, clock, merged)
 
 
 POLICIES: dict[str, Policy] = {}
@@ -105,10 +118,10 @@ def engine_scores(hits: npt.NDArray[Any], last_used: npt.NDArray[Any],  # noqa: 
 
 
 @register("ds4", {}, "the engine's own eviction score (spec §3), the baseline to beat")
-def engine_score(cols: Columns, now: float, _params: Mapping[str, float]) -> Values:
+def engine_score(cols: Columns, clock: Clock, _params: Mapping[str, float]) -> Values:
     """The current engine's score (`engine_scores`) of every row."""
     return engine_scores(cols["hits"], cols["last_used"], cols["created_at"], cols["tokens"],
-                         cols["size"], cols["reason"], now)  # fmt: skip
+                         cols["size"], cols["reason"], clock.now)  # fmt: skip
 
 
 # The default policy. Each value was chosen by replaying the scenario library
@@ -160,7 +173,7 @@ PREFILL_DEFAULTS: Mapping[str, float] = {
 
 
 @register("prefill", PREFILL_DEFAULTS, "expected prefill tokens saved per byte (default)")
-def prefill_value(cols: Columns, now: float, p: Mapping[str, float]) -> Values:
+def prefill_value(cols: Columns, clock: Clock, p: Mapping[str, float]) -> Values:
     """Expected future hits times tokens saved per hit, per byte held:
 
     value = (prior[reason] + hits * 2^(-idle/hit_half_life))
@@ -169,7 +182,7 @@ def prefill_value(cols: Columns, now: float, p: Mapping[str, float]) -> Values:
     with the expected hits capped at 1 over consume_tokens and discounted for
     tool saves, stale covered saves and legacy files (see PREFILL_DEFAULTS).
     """
-    idle = _idle_seconds(cols, now)
+    idle = _idle_seconds(cols, clock.now)
     hits = cols["hits"] * np.exp2(-idle / p["hit_half_life"])
     reason = cols["reason"]
     prior = np.full(len(cols), p["prior_other"])

@@ -11,16 +11,14 @@ diverged, so the session's shorter continued files are the prefixes that serve.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from kvgroomd.core.decision import Cause, Decision
-from kvgroomd.core.index import BKEY_KNOWN, SHORT_HEAD, TAIL_KNOWN, Columns, Index, Snapshot, decide
-from kvgroomd.format.header import ABI_CURRENT, PREFIX_BYTES, Header, Reason, prefix_digests
+from kvgroomd.core.index import BKEY_KNOWN, SHORT_HEAD, TAIL_KNOWN, Columns, Index
+from kvgroomd.format.header import ABI_CURRENT, PREFIX_BYTES, Header, Reason
 from kvgroomd.format.prefix import FIRST_READ, TAIL_BYTES, tail_of, text_keys, windows
 
 TRIGGERS = frozenset({Reason.COLD, Reason.CONTINUED})
@@ -29,9 +27,10 @@ _AVAILABLE = FIRST_READ - PREFIX_BYTES  # text bytes the first read holds (the k
 CHAIN_REASONS = frozenset({Reason.COLD, Reason.CONTINUED, Reason.EVICT, Reason.SHUTDOWN})
 
 
-_CHAIN_CODES = [int(r) for r in CHAIN_REASONS]
 _IS_CHAIN = np.zeros(256, dtype=bool)  # reason code -> takes part in chains (no np.isin per event)
-_IS_CHAIN[_CHAIN_CODES] = True
+_IS_CHAIN[[int(r) for r in CHAIN_REASONS]] = True
+_IS_TRIGGER = np.zeros(256, dtype=bool)  # reason code -> supersedes when it lands
+_IS_TRIGGER[[int(r) for r in TRIGGERS]] = True
 
 
 def can_stand_in(cols: Columns, new: Header, *, strict_quant: bool) -> npt.NDArray[np.bool_]:
@@ -70,21 +69,21 @@ def _candidate_mask(cols: Columns, new: np.void, *, strict_quant: bool) -> npt.N
     return mask
 
 
-def candidate_rows(index: Index, new: Snapshot, *, strict_quant: bool,
-                   text: bytes | None = None) -> npt.NDArray[np.intp]:  # fmt: skip
-    """Rows of `prefix_candidates`, without building a Snapshot for each."""
-    row = index.row_of(new.name)
-    if new.header.reason not in CHAIN_REASONS or row is None:
-        return np.zeros(0, dtype=np.intp)
+def candidate_rows(index: Index, row: int, text: bytes, *,
+                   strict_quant: bool) -> npt.NDArray[np.intp]:  # fmt: skip
+    """Rows that may be strict prefixes of row `row`, whose text is `text`,
+    and that it could stand in for (empty when it takes no part in chains).
+
+    Only rows whose bkey is one of the text's probes (format/prefix.py)
+    qualify, found by one search over the whole index; then the other
+    conditions and the last bytes on those few. A 4096-slot table of the
+    probes' top 12 bits (keys are fmix64 outputs, so those bits are uniform)
+    filters the column in two passes; rows put without a bkey hold 0, whose
+    slot is always set, and pass."""
     cols = index.columns()
-    if text is None:
-        return np.flatnonzero(_candidate_mask(cols, cols[row], strict_quant=strict_quant))
-    # With the text: only rows whose bkey is one of its probes (prefix.py),
-    # found by one search over the whole index, then the other conditions
-    # and the tail on those few.
-    # A 4096-slot table of the probes' top 12 bits (keys are fmix64 outputs,
-    # so those bits are uniform) filters the column in two passes; rows put
-    # without a bkey hold 0, whose slot is always set, and pass.
+    new = cols[row]
+    if not _IS_CHAIN[new["reason"]]:
+        return np.zeros(0, dtype=np.intp)
     probes = text_keys(text[:_AVAILABLE], len(text))[2]
     table = np.zeros(1 << 12, dtype=bool)
     table[(probes >> np.uint64(52)).astype(np.intp)] = True
@@ -94,7 +93,7 @@ def candidate_rows(index: Index, new: Snapshot, *, strict_quant: bool,
     sub = cols[rows]
     exact = np.isin(sub["bkey"], probes) | ((sub["flags"] & BKEY_KNOWN) == 0)
     rows, sub = rows[exact], sub[exact]
-    rows = rows[_candidate_mask(sub, cols[row], strict_quant=strict_quant)]
+    rows = rows[_candidate_mask(sub, new, strict_quant=strict_quant) & (rows != row)]
     out: npt.NDArray[np.intp] = rows[tail_matches(cols, rows, text)]
     return out
 
@@ -114,52 +113,16 @@ def tail_matches(cols: Columns, rows: npt.NDArray[np.intp], text: bytes) -> npt.
     return ok
 
 
-def prefix_candidates(index: Index, new: Snapshot, *, strict_quant: bool,
-                      text: bytes | None = None) -> list[Snapshot]:  # fmt: skip
-    """Indexed snapshots that could be strict prefixes of `new` and that it
-    could stand in for. Empty when `new` takes no part in prefix chains.
-    Given `new`'s text, candidates whose last bytes do not appear at their
-    length in it are left out (they cannot be prefixes)."""
-    return [index.at(int(i))
-            for i in candidate_rows(index, new, strict_quant=strict_quant, text=text)]  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What `new`'s text proves about the candidates."""
-
-    text_matches_name: bool  # False: the engine would never use `new`
-    covered: tuple[str, ...]  # names whose text `new` strictly extends
-    superseded: tuple[Decision, ...]  # the continued ones among them, if `new` triggers
-
-
-def judge(
-    new: Snapshot, text: bytes, candidates: Sequence[Snapshot], *, now: float
-) -> Verdict:
-    """Check candidates against `new`'s text in one pass (incremental SHA-1).
-
-    A candidate whose known last bytes differ from `text` at its length
-    cannot be a prefix: it costs no digest."""
-    n = new.header.text_bytes
-    candidates = [c for c in candidates if c.tail is None or c.header.text_bytes > len(text)
-                  or tail_of(text, c.header.text_bytes) == c.tail]  # fmt: skip
-    digests = prefix_digests(text, [c.header.text_bytes for c in candidates] + [n])
-    if len(text) < n or digests.get(n) != new.sha:
-        return Verdict(text_matches_name=False, covered=(), superseded=())
-    # Strict prefixes only (spec §4 step 2): never N itself, nor a same-text twin.
-    covered = [
-        c for c in candidates
-        if c.header.text_bytes < n and c.name != new.name
-        and digests.get(c.header.text_bytes) == c.sha
-    ]  # fmt: skip
-    triggers = new.header.reason in TRIGGERS
-    by, tokens = new.sha, new.header.tokens
-    superseded = tuple(
-        decide(c, Cause.SUPERSEDED, now, superseded_by=by, superseded_by_tokens=tokens)
-        for c in covered
-        if triggers and c.header.reason is Reason.CONTINUED
-    )
-    return Verdict(True, tuple(c.name for c in covered), superseded)
+def superseding(cols: Columns, n_of: npt.NDArray[np.intp],
+                o_of: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:  # fmt: skip
+    """The rule itself, for proven pairs (N's text strictly extends O's and N
+    can stand in for O): O goes when N is a cold or continued arrival and O is
+    a continued file. Intentional checkpoints (cold, evict, shutdown), agent
+    and unknown entries are never superseded, and an evict/shutdown arrival
+    supersedes nothing: it saved a state that has just diverged."""
+    mask: npt.NDArray[np.bool_] = (_IS_TRIGGER[cols["reason"][n_of]]
+                                   & (cols["reason"][o_of] == int(Reason.CONTINUED)))  # fmt: skip
+    return mask
 
 
 # (index row, probe key) pairs; keys compare on their low 32 bits
@@ -191,73 +154,69 @@ def prefixes_of(text: bytes, sha: bytes, lengths: Sequence[int],
     return out if running.digest() == sha else None
 
 
-def sweep_plan(
-    index: Index, *, strict_quant: bool, probes: Probes | None = None,
-    tick: Callable[[], None] = lambda: None,
-) -> list[tuple[str, tuple[str, ...]]]:  # fmt: skip
-    """For a full pass: each snapshot that has candidates, longest text first,
-    with the names of its candidates, computed before anything is unlinked.
-
-    Longest first: a continued file superseded by a longer one has only
-    candidates the longer one also covers, so the pass can skip it once it is
-    gone.
-
-    With `probes` (prefix.py: for each row, the keys of its text's leading
-    blocks at every depth, as `read.read_many` returns them) candidates come
-    from one sort-and-search join: O is a candidate of N only if O's `bkey`
-    is among N's probes, so the pass costs O(n log n) even when every text
-    shares one system prompt. Without them (no text at hand), it works
-    bucket by bucket (same text head), which is quadratic within a bucket.
-    `tick` is called every few hundred rows (it may raise to stop).
-    """
-    if probes is not None:
-        names = index.names
-        return [(names[n], tuple(names[o] for o in olds))
-                for n, olds in sweep_pairs(index, probes, strict_quant=strict_quant)]  # fmt: skip
-    cols = index.columns()
-    names = index.names
-    chain = np.flatnonzero(_IS_CHAIN[cols["reason"]])
-    heads = cols["head"][chain]
-    short = chain[heads == SHORT_HEAD]
-    order = np.argsort(heads, kind="stable")
-    rows, heads = chain[order], heads[order]
-    plan: list[tuple[int, str, tuple[str, ...]]] = []
-    done = 0
-    for group in np.split(rows, np.flatnonzero(np.diff(heads)) + 1):
-        if len(group) == 0:
-            continue
-        pool = group if cols["head"][group[0]] == SHORT_HEAD else np.concatenate([group, short])
-        if len(pool) < 2:
-            continue
-        sub = cols[pool]
-        for r in group:
-            done += 1
-            if done % 64 == 0:  # a row can cost ~ms: keep a stop well under 2 s
-                tick()
-            mask = _candidate_mask(sub, cols[r], strict_quant=strict_quant)
-            if mask.any():
-                found = tuple(names[int(p)] for p in pool[mask])
-                plan.append((int(cols["text_bytes"][r]), names[int(r)], found))
-    plan.sort(key=lambda item: -item[0])
-    return [(name, found) for _, name, found in plan]
-
-
-def sweep_pairs(index: Index, probes: Probes, *,
-                strict_quant: bool) -> list[tuple[int, npt.NDArray[np.intp]]]:  # fmt: skip
-    """`sweep_plan` with `probes`, as row numbers: (N row, its candidate rows),
-    longest N first. Valid until the index changes."""
-    n_rows, bounds, o_rows = sweep_pairs_flat(index, probes, strict_quant=strict_quant)
-    return [(int(n), o_rows[bounds[i] : bounds[i + 1]]) for i, n in enumerate(n_rows)]
-
-
 Rows = npt.NDArray[np.intp]
+_MANY = 32  # candidates of one text from which `prove` checks their tails with numpy
+_NO_TAIL = (1 << 64) - 1  # "tail unknown" in `prove` (a real tail of all 0xff is checked anyway)
+
+
+def prove(cols: Columns, n_rows: Rows, bounds: Rows, o_rows: Rows,
+          texts: Iterable[bytes | None]) -> npt.NDArray[np.bool_]:  # fmt: skip
+    """Which candidate pairs (N = n_rows[i], O = o_rows[bounds[i]:bounds[i+1]])
+    are true, by SHA-1: `texts` yields each N's text in order (None when it
+    could not be had), and one incremental SHA-1 pass over it is checked
+    against the SHA-1s the O rows hold (their names). A mask over o_rows.
+    Only a few small objects live at a time (a sweep over 100,000 files once
+    left ~5 MiB of Python's small-object arenas pinned)."""
+    proven = np.zeros(len(o_rows), dtype=bool)
+    o_len = cols["text_bytes"][o_rows]
+    o_tail = np.where(cols["flags"][o_rows] & TAIL_KNOWN, cols["tail"][o_rows],
+                      np.uint64(_NO_TAIL))  # fmt: skip
+    o_sha = cols[o_rows].view(np.uint8).reshape(len(o_rows), cols.dtype.itemsize)[:, :20]
+    n_sha = cols[n_rows].view(np.uint8).reshape(len(n_rows), cols.dtype.itemsize)[:, :20]
+    n_len = cols["text_bytes"][n_rows].tolist()
+    for i, read in enumerate(texts):
+        if read is None:
+            continue  # changed or gone; its own event follows
+        # Bytes read past the text are not the text.
+        text = read if len(read) <= n_len[i] else read[: n_len[i]]
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        if b - a > _MANY:  # texts sharing a long prefix (a big system prompt): numpy
+            lengths = o_len[a:b].astype(np.intp)
+            ok = lengths <= len(text)
+            win, tail = windows(text), o_tail[a:b]
+            check = ok & (lengths >= TAIL_BYTES) & (tail != _NO_TAIL)
+            if win is not None and check.any():
+                ok[check] = win[lengths[check] - TAIL_BYTES] == tail[check]
+            maybe = np.flatnonzero(ok).tolist()
+            lengths = lengths.tolist()
+        else:
+            lengths, tails = o_len[a:b].tolist(), o_tail[a:b].tolist()
+            maybe = [k for k in range(b - a) if lengths[k] <= len(text) and (
+                tails[k] == _NO_TAIL or tail_of(text, lengths[k]) == tails[k])]  # fmt: skip
+        if not maybe:
+            continue
+        found = prefixes_of(text, n_sha[i].tobytes(), [lengths[k] for k in maybe],
+                            [o_sha[a + k].tobytes() for k in maybe])  # fmt: skip
+        if found:
+            for k, yes in zip(maybe, found, strict=True):
+                proven[a + k] = yes
+    return proven
+
 
 
 def sweep_pairs_flat(index: Index, probes: Probes, *,
                      strict_quant: bool) -> tuple[Rows, Rows, Rows]:  # fmt: skip
-    """`sweep_pairs` as flat arrays (no Python object per pair): N rows,
-    longest first, and `o_rows[bounds[i]:bounds[i + 1]]` the candidates of
-    `n_rows[i]`."""
+    """Candidate pairs of a full pass, as flat arrays (no Python object per
+    pair): N rows, longest first, and `o_rows[bounds[i]:bounds[i + 1]]` the
+    candidates of `n_rows[i]`.
+
+    `probes` (format/prefix.py) are, for each row, the keys of its text's
+    leading blocks at every depth, as the bulk reader returns them: O is a
+    candidate of N only if O's `bkey` is among N's probes, so the pass is one
+    sort-and-search join, O(n log n) even when every text shares one system
+    prompt. Longest N first: a continued file superseded by a longer one has
+    only candidates the longer one also covers, so a pass can skip it once
+    it is gone."""
     empty = np.zeros(0, dtype=np.intp)
     cols = index.columns()
     chain = _IS_CHAIN[cols["reason"]]

@@ -35,27 +35,15 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from kvgroomd import log as events
-from kvgroomd.core.decision import Cause, Decision, Fingerprint
+from kvgroomd.core.decision import Cause, Decision, Fingerprint, Result
 from kvgroomd.daemon.pinned import HELD_PREFIX, PinnedDir
 from kvgroomd.format.names import SnapshotName, TempName, classify
 
 QUARANTINE_PREFIX = HELD_PREFIX
-
-
-class Result(StrEnum):
-    """What `apply` did with a decision."""
-
-    UNLINKED = "unlinked"
-    WOULD_UNLINK = "would_unlink"  # dry run
-    GONE = "gone"  # someone (the engine) removed it first: normal
-    CHANGED = "changed"  # touched, truncated or replaced since the decision
-    REFUSED = "refused"  # not a name or kind of file we may delete
-    FAILED = "failed"  # an OS error (permissions, ...)
 
 
 @dataclass(frozen=True, slots=True)

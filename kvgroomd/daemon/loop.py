@@ -33,7 +33,7 @@ from typing import Any
 from kvgroomd import log as events
 from kvgroomd.config import Config, ConfigError, format_size, load_config
 from kvgroomd.daemon.apply import recover
-from kvgroomd.daemon.groom import Groomer, Stopped
+from kvgroomd.daemon.groom import DiskGroomer, Stopped
 from kvgroomd.daemon.metrics import for_config as metrics_for
 from kvgroomd.daemon.notify import Notifier
 from kvgroomd.daemon.pinned import (
@@ -58,17 +58,22 @@ class Daemon:
 
     def __init__(self, config: Config, log: Any, *, config_path: Path | None = None,
                  overrides: dict[str, Any] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.config = config
         self.config_path = config_path
         self.overrides = overrides or {}
         self.log = log
+        # Two clocks: `clock` (wall time) is only ever the policy's `now`;
+        # every timer runs on `mono`, so a wall clock stepped back an hour
+        # cannot stop the watchdog pings or the rescans.
         self.clock = clock
+        self.mono = mono
         self.queue: EventQueue = queue.SimpleQueue()
         self.notifier = Notifier()
         # Pinned once the directory exists; every file operation goes through it.
         self.directory = PinnedDir(config.cache_dir)
-        self.groomer = Groomer(config, log, should_stop=self._tick, directory=self.directory)
+        self.groomer = DiskGroomer(config, log, should_stop=self._tick, directory=self.directory)
         self._fatal_status = 1  # exit status when a start or re-pin fails for good
         self.watcher = Watcher(self.directory, self.queue)
         self.metrics = metrics_for(config, log)  # changes need a restart, not a reload
@@ -86,7 +91,8 @@ class Daemon:
         self._next_health = 0.0
         self._next_extend = 0.0
         self._watch_at = 0.0  # next attempt to (re)start the observer
-        self._retry_at: float | None = None  # budget or directory-error retry
+        self._retry_at: float | None = None  # directory-error retry: a rescan
+        self._budget_at: float | None = None  # over the limit with young files: look again
         self._last_status: str | None = None
         self._changed = False  # metrics need a refresh
         # Why the last reload was rejected; kept in STATUS= until one succeeds,
@@ -145,7 +151,7 @@ class Daemon:
 
     def _start(self) -> bool:
         """Watch, scan and groom; then READY=1. False on a fatal failure."""
-        now = self.clock()
+        now = self.mono()
         self._starting = True
         self._next_extend = now + START_EXTEND_S / 3
         if not self._begin_watching(now):
@@ -172,8 +178,8 @@ class Daemon:
         start does not time out, but this line waits for the directory."""
         g = self.groomer
         self._ready_logged = True
-        self.log.info(events.READY, snapshots=len(g.index), dir_bytes=g.index.total_bytes,
-                      invalid=len(g.invalid), budget=self.config.budget)  # fmt: skip
+        self.log.info(events.READY, snapshots=len(g.index), dir_bytes=g.core.usage,
+                      invalid=len(g.invalid), budget=g.core.limit())  # fmt: skip
 
     def _pin(self) -> None:
         """Pin the configured directory (again) and take its lock; raises
@@ -201,7 +207,7 @@ class Daemon:
         self.directory.unpin()
         self._watching = False
         self._waiting = True
-        self._watch_at = self.clock() + DIR_RETRY_S
+        self._watch_at = self.mono() + DIR_RETRY_S
 
     def _begin_watching(self, now: float) -> bool:
         """Try to pin the directory and start the observer. A missing directory
@@ -258,9 +264,12 @@ class Daemon:
                     self._do_reload()
                 if not self._check_watcher():
                     return 1
-                now = self.clock()
-                if now >= self._next_reconcile or (self._retry_at and now >= self._retry_at):
+                mono = self.mono()
+                if mono >= self._next_reconcile or (self._retry_at and mono >= self._retry_at):
                     self._reconcile()
+                elif self._budget_at and mono >= self._budget_at:
+                    self.groomer.tick(self.clock())
+                    self._budget_check()
                 self._publish_status()
             except Stopped:
                 break
@@ -274,17 +283,18 @@ class Daemon:
     def _dir_error(self, e: OSError) -> None:
         self.log.error(events.DIR_ERROR, cache_dir=str(self.config.cache_dir),
                        error=e.strerror, errno=e.errno)  # fmt: skip
-        self._retry_at = self.clock() + DIR_RETRY_S * 5
+        self._retry_at = self.mono() + DIR_RETRY_S * 5
 
     def _timeout(self) -> float:
         deadlines = [self._next_reconcile, self._next_health]
-        if self._retry_at:
-            deadlines.append(self._retry_at)
+        for at in (self._retry_at, self._budget_at):
+            if at:
+                deadlines.append(at)
         if not self._watching:
             deadlines.append(self._watch_at)
         if self.notifier.watchdog_interval:
             deadlines.append(self._next_ping)
-        return max(0.0, min(deadlines) - self.clock())
+        return max(0.0, min(deadlines) - self.mono())
 
     def _handle(self, ev: object) -> None:
         g = self.groomer
@@ -316,7 +326,7 @@ class Daemon:
             self.directory.unpin()
             self._watching = False
             self._waiting = True  # logged just now; _check_watcher retries each second
-            self._watch_at = self.clock()
+            self._watch_at = self.mono()
             return
         why = self.directory.why_not_named()
         if why is not None:
@@ -335,7 +345,7 @@ class Daemon:
 
     def _check_watcher(self) -> bool:
         """Restart a dead observer (and rescan); False when it keeps failing."""
-        now = self.clock()
+        now = self.mono()
         self._next_health = now + HEALTH_CHECK_S
         if self._watching and self.watcher.alive():
             return True
@@ -367,8 +377,7 @@ class Daemon:
         return True
 
     def _reconcile(self) -> None:
-        now = self.clock()
-        self._next_reconcile = now + self.config.reconcile_interval
+        self._next_reconcile = self.mono() + self.config.reconcile_interval
         self._retry_at = None
         if not self._watching:
             return  # directory missing or observer down: _check_watcher retries
@@ -376,20 +385,26 @@ class Daemon:
         first = not self._scanned  # quiet (no snapshot.added per file), and
         if first:  # the one time to put back what a crash left mid-delete
             recover(self.directory, self.log)
-        self.groomer.reconcile(now, startup=first)
+        self.groomer.reconcile(self.clock(), startup=first)
         self._scanned = True
         self._changed = True
-        if self.config.budget is not None and self.groomer.index.total_bytes > self.config.budget:
-            self._retry_at = now + max(self.config.protect_new / 4, 1.0)
+        self._budget_check()
+
+    def _budget_check(self) -> None:
+        """Still over the limit (young files are protected for a while): look
+        again in a quarter of protect_new rather than at the next rescan."""
+        limit = self.groomer.core.limit()
+        over = limit is not None and self.groomer.core.usage > limit
+        self._budget_at = self.mono() + max(self.config.protect_new / 4, 1.0) if over else None
 
     def _tick(self) -> bool:
         """Between files of a long pass: feed the watchdog from this very
         thread (a stuck pass stops the pings), keep a long but progressing
         start-up alive, and say whether to stop."""
         self._ping_if_due()
-        if self._starting and self.notifier.enabled and self.clock() >= self._next_extend:
+        if self._starting and self.notifier.enabled and self.mono() >= self._next_extend:
             self.notifier.extend_timeout(START_EXTEND_S)
-            self._next_extend = self.clock() + START_EXTEND_S / 3
+            self._next_extend = self.mono() + START_EXTEND_S / 3
         return self._stop
 
     def _healthy(self) -> bool:
@@ -400,12 +415,12 @@ class Daemon:
         return self._waiting
 
     def _ping_if_due(self) -> None:
-        if not self.notifier.watchdog_interval or self.clock() < self._next_ping:
+        if not self.notifier.watchdog_interval or self.mono() < self._next_ping:
             return
         if not self._healthy():
             return  # let systemd's watchdog fire if this does not heal
         self.notifier.watchdog()
-        self._next_ping = self.clock() + self.notifier.watchdog_interval
+        self._next_ping = self.mono() + self.notifier.watchdog_interval
 
     def _do_reload(self) -> None:
         self._reload = False
@@ -428,7 +443,7 @@ class Daemon:
         old = self.config.effective()
         changed = {k: v for k, v in new.effective().items() if old.get(k) != v}
         self.config = new
-        self.groomer.config = new
+        self.groomer.reconfigure(new)
         events.configure(new.log_format, new.log_level)
         self.log.info(events.RELOADED, changed=changed)
         self._reconcile()  # a lower budget evicts now; supersede: true sweeps
@@ -453,8 +468,9 @@ class Daemon:
         if self._waiting:
             return f"waiting for {self.config.cache_dir} to appear"
         g = self.groomer
-        used = format_size(g.index.total_bytes)
-        budget = format_size(self.config.budget) if self.config.budget is not None else "no budget"
+        used = format_size(g.core.usage)
+        limit = g.core.limit()
+        budget = format_size(limit) if limit is not None else "no budget"
         n = sum(g.totals.unlinked.values())
         dry = " (dry run)" if self.config.dry_run else ""
         return f"{len(g.index)} snapshots, {used} of {budget}, {n} unlinked{dry}"

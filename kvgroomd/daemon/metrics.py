@@ -32,7 +32,7 @@ from kvgroomd.daemon._http import HttpServer
 from kvgroomd.format.header import ABI_LEGACY, Reason
 
 if TYPE_CHECKING:
-    from kvgroomd.daemon.groom import Groomer
+    from kvgroomd.daemon.groom import DiskGroomer as Groomer
 
 PREFIX = "kvgroomd"
 
@@ -89,8 +89,8 @@ def state_of(groomer: Groomer, config: Config) -> State:
     return State(
         snapshots={r.label: int(counts[r]) for r in Reason},
         snapshot_bytes={r.label: int(sizes[r]) for r in Reason},
-        used=groomer.index.total_bytes,
-        budget=config.budget,
+        used=groomer.core.usage,
+        budget=groomer.core.limit(),
         invalid=len(groomer.invalid),
         stale_format=int(legacy.sum()),
         stale_format_bytes=int(cols["size"][legacy].sum()),

@@ -18,13 +18,13 @@ import stat
 import struct
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kvgroomd.core.decision import Fingerprint, wrap_ns
+from kvgroomd.core.facts import Invalid, Loaded
 from kvgroomd.core.index import (
     BKEY_KNOWN,
     ODD_NAME,
@@ -51,16 +51,6 @@ from kvgroomd.format.prefix import FIRST_READ, TAIL_BYTES, batch_keys, tail_of, 
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEXT_LEN = struct.Struct("<I")
-
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    """A snapshot-named entry kvgroomd will not act on, and why."""
-
-    name: str
-    why: str  # short | magic | unknown_format | invalid | truncated | not_regular | unreadable
-    detail: str
-    seen: Fingerprint | None = None
 
 
 def fingerprint(st: os.stat_result) -> Fingerprint:
@@ -185,22 +175,6 @@ _KNOWN_ABI = np.zeros(256, dtype=bool)
 _KNOWN_ABI[list(KNOWN_ABIS)] = True
 _QUANT = np.zeros(256, dtype=bool)
 _QUANT[list(QUANT_BITS)] = True
-
-
-@dataclass
-class Loaded:
-    """What `read_many` found: index rows (ROW) of the usable snapshots, in
-    the order of `names`, the unusable ones, and each row's prefix probes
-    (prefix.py) as flat arrays: `probe_keys[j]` belongs to `rows[probe_rows[j]]`.
-    Probe keys keep the low 32 bits of prefix.py's keys (half the memory;
-    a chance collision only adds a candidate that its SHA-1 then rejects)."""
-
-    rows: npt.NDArray[np.void]
-    names: npt.NDArray[np.bytes_]  # index.NAME: names[i] is the file of rows[i]
-    invalid: list[Invalid]
-    gone: list[str]  # vanished between the listing and the open
-    probe_rows: npt.NDArray[np.int32]
-    probe_keys: npt.NDArray[np.uint32]
 
 
 def read_many(directory: PinnedDir, names: Sequence[str] | npt.NDArray[np.bytes_], *,

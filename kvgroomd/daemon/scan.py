@@ -20,9 +20,10 @@ import stat
 from dataclasses import dataclass, field
 
 from kvgroomd.core.cleanup import TempFile
+from kvgroomd.core.facts import Invalid
 from kvgroomd.core.index import Snapshot
 from kvgroomd.daemon.pinned import HELD_PREFIX, PinnedDir
-from kvgroomd.daemon.read import Invalid, fingerprint, read_snapshot
+from kvgroomd.daemon.read import fingerprint, read_snapshot
 from kvgroomd.format.header import PREFIX_BYTES, Header
 from kvgroomd.format.names import SnapshotName, TempName, classify
 
@@ -121,18 +122,23 @@ def _foreign(entry: os.DirEntry[str]) -> Foreign | None:
     return Foreign(entry.name, kind, size, st.st_mtime)
 
 
-def scan_directory(directory: PinnedDir) -> DirScan:
-    """Read every entry of `directory` (headers only; texts are read later)."""
+def scan_directory(directory: PinnedDir, *, snapshots: bool = True) -> DirScan:
+    """Read every entry of `directory` (headers only; texts are read later).
+    `snapshots=False`: only temp files and foreign entries (the caller reads
+    the snapshots in bulk)."""
     out = DirScan()
     with directory.scandir() as it:  # entries stat() through its descriptor: use them inside
         for entry in sorted(it, key=lambda e: e.name):
-            _sort(directory, entry, out)
+            _sort(directory, entry, out, snapshots=snapshots)
     return out
 
 
-def _sort(directory: PinnedDir, entry: os.DirEntry[str], out: DirScan) -> None:
+def _sort(directory: PinnedDir, entry: os.DirEntry[str], out: DirScan, *,
+          snapshots: bool) -> None:  # fmt: skip
     kind = classify(entry.name)
     if isinstance(kind, SnapshotName):
+        if not snapshots:
+            return
         got = read_snapshot(directory, kind)
         if isinstance(got, Invalid):
             out.invalid.append(got)

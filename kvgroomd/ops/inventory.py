@@ -1,12 +1,13 @@
 """Inventory: the data behind `kvgroomd ls` and `kvgroomd stats`.
 
-Pure. Given what a scan found (snapshots, invalid files, temp files, foreign
-entries), `now`, the policy settings and a way to read a snapshot's text, it
-says for every snapshot what the daemon would think of it: its value under
-the configured policy and its place in the eviction order, the prefix chain
-it belongs to and which newer file supersedes it. The same pure functions the
-daemon uses decide all of it (supersede.prefix_candidates/judge, evict.ranking),
-so `ls` shows the daemon's view, not a second opinion.
+Pure. Given the decision core after it indexed a directory (snapshots), what
+else the scan found (invalid files, temp files, foreign entries), `now`, the
+policy settings and a text source, it says for every snapshot what the daemon
+would think of it: its value under the configured policy and its place in the
+eviction order, the prefix chain it belongs to and which newer file supersedes
+it. The core's own code decides all of it (`Groomer.prefix_pairs`, the
+supersession rule, `evict.ranking` on the core's clock), so `ls` shows the
+daemon's view, not a second opinion.
 
 A *chain* is a set of snapshots linked by "text is a strict byte prefix of a
 compatible one" (spec §4). Two conversations that share a cold anchor (a
@@ -26,12 +27,12 @@ import numpy as np
 
 from kvgroomd.core.cleanup import TempFile
 from kvgroomd.core.evict import NEVER_EVICTED, ranking
-from kvgroomd.core.index import Index, Snapshot
+from kvgroomd.core.groomer import Groomer, Texts
+from kvgroomd.core.index import Snapshot
 from kvgroomd.core.scoring import Policy
-from kvgroomd.core.supersede import judge, sweep_plan
+from kvgroomd.core.supersede import superseding
 from kvgroomd.format.header import ABI_CURRENT, ABI_LEGACY, Reason
 
-TextReader = Callable[[Snapshot], "bytes | None"]
 REASONS = tuple(r.label for r in Reason)
 LS_SCHEMA = "kvgroomd.ls/1"
 STATS_SCHEMA = "kvgroomd.stats/1"
@@ -124,29 +125,22 @@ class _Sets:
         self.parent[self.find(a)] = self.find(b)
 
 
-def _relations(index: Index, read_text: TextReader, now: float, *,
-               strict_quant: bool) -> tuple[_Sets, dict[str, bool], dict[str, str]]:  # fmt: skip
-    """Prefix links, covered flags and superseded-by, as the daemon's sweep sees them."""
+def _relations(core: Groomer, texts: Texts) -> tuple[_Sets, set[int], dict[int, int]]:
+    """Prefix links, covered rows and superseded-by (row -> row of the
+    shortest file that supersedes it), from the core's own proven pairs."""
+    pairs_n, pairs_o = core.prefix_pairs(texts)
     sets = _Sets()
-    covered: dict[str, bool] = dict.fromkeys(index.names, False)
-    by: dict[str, Snapshot] = {}
-    for name, candidate_names in sweep_plan(index, strict_quant=strict_quant):
-        new = index.get(name)
-        if new is None:
-            continue
-        candidates = [c for c in map(index.get, candidate_names) if c is not None]
-        text = read_text(new)
-        if text is None:
-            continue
-        verdict = judge(new, text, candidates, now=now)
-        for old in verdict.covered:
-            covered[old] = True
-            sets.union(old, new.name)
-        for d in verdict.superseded:
-            prior = by.get(d.name)
-            if prior is None or new.header.text_bytes < prior.header.text_bytes:
-                by[d.name] = new
-    return sets, covered, {k: v.sha for k, v in by.items()}
+    names = core.index.names
+    for n, o in zip(pairs_n.tolist(), pairs_o.tolist(), strict=True):
+        sets.union(names[o], names[n])
+    cols = core.index.columns()
+    go = superseding(cols, pairs_n, pairs_o)
+    by: dict[int, int] = {}
+    for n, o in zip(pairs_n[go].tolist(), pairs_o[go].tolist(), strict=True):
+        prior = by.get(o)
+        if prior is None or cols["text_bytes"][n] < cols["text_bytes"][prior]:
+            by[o] = n
+    return sets, set(pairs_o.tolist()), by
 
 
 def _others(invalid: Sequence[Any], temps: Sequence[TempFile], foreign: Sequence[Any],
@@ -176,19 +170,20 @@ def _others(invalid: Sequence[Any], temps: Sequence[TempFile], foreign: Sequence
     return sorted(out, key=lambda o: (o.kind, o.name))
 
 
-def build(snapshots: Sequence[Snapshot], *, invalid: Sequence[Any] = (),
+def build(core: Groomer, texts: Texts, *, invalid: Sequence[Any] = (),
           temps: Sequence[TempFile] = (), foreign: Sequence[Any] = (),
-          read_text: TextReader, now: float, settings: Settings) -> Inventory:  # fmt: skip
-    """The inventory of one scan."""
-    index = Index(capacity=len(snapshots))
-    for s in snapshots:
-        index.put(s)
-    sets, covered, superseded_by = _relations(
-        index, read_text, now, strict_quant=settings.strict_quant
-    )
-    index.set_covered(covered)
+          now: float, settings: Settings) -> Inventory:  # fmt: skip
+    """The inventory of a directory the core has indexed (daemon/groom.survey):
+    chains and supersession from the core's proven prefix pairs, values and
+    ranks from the policy, on the core's own clock."""
+    index = core.index
+    sets, covered_rows, by_row = _relations(core, texts)
+    names = index.names
+    covered = {names[r]: True for r in covered_rows}
+    superseded_by = {names[o]: names[n][:40].lower() for o, n in by_row.items()}
     cols = index.columns()
-    order, values = ranking(cols, now, settings.policy, dict(settings.params), settings.protect_new)
+    order, values = ranking(cols, core.clock(now), settings.policy, dict(settings.params),
+                            settings.protect_new)  # fmt: skip
     rank = {int(i): n + 1 for n, i in enumerate(k for k in order if math.isfinite(values[k]))}
     never = np.isin(cols["reason"], [int(r) for r in NEVER_EVICTED])
 

@@ -1,25 +1,35 @@
 """The simulator's cache directory: the engine model's in-memory `Storage`.
 
-Pure. Files are index rows (the structure the daemon keeps, so kvgroomd's
-side of a replay reads the same `Index`) plus their texts for the engine's
-lookups. Deletions are counted by cause, and bytes of files removed without
-ever serving a hit are summed.
+Pure. Files are index rows (header, identity) plus their texts for the
+engine's lookups. kvgroomd's side of a replay keeps its own index, as the
+daemon does, and hears every change through `watcher`. Deletions are
+counted by cause, and bytes of files removed without ever serving a hit are
+summed.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from kvgroomd.core.decision import Fingerprint
-from kvgroomd.core.index import Change, Index, Snapshot, head_key
+from kvgroomd.core.index import Index, Snapshot, head_key
 from kvgroomd.format.header import Header
 from kvgroomd.sim.storage import KeyText, Listing
+
+
+class Watcher(Protocol):
+    """Hears the directory's changes (sim/groom.SimGroomer)."""
+
+    def landed(self, name: str, now: float) -> None:
+        """A file was renamed into place or rewritten in place."""
+
+    def gone(self, name: str, now: float) -> None:
+        """A file left."""
 
 # Deletion causes as reports count them: kvgroomd's own (decision.Cause
 # values) and the engine's.
@@ -29,58 +39,13 @@ _CAUSES = {"evict": ENGINE_EVICTED, "startup": ENGINE_EVICTED, "consume": CONSUM
            "replace": "replaced"}  # fmt: skip
 
 
-class _MemoIndex(Index):
-    """An Index that memoises `at()`: supersede.prefix_candidates builds a
-    Snapshot for every file sharing the new one's text head (all sessions on
-    one system prompt), which dominated replay time. Same values, built once
-    per change of a row."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._memo: dict[str, Snapshot] = {}
-
-    def at(self, row: int) -> Snapshot:
-        name = self.name_at(row)
-        snap = self._memo.get(name)
-        if snap is None:
-            snap = self._memo[name] = super().at(row)
-        return snap
-
-    def get(self, name: str) -> Snapshot | None:
-        row = self.row_of(name)
-        return None if row is None else self.at(row)
-
-    def put(self, s: Snapshot) -> Change:
-        change = super().put(s)
-        # What at() would rebuild: `s` with the covered flag the row kept.
-        row = self.row_of(s.name)
-        assert row is not None
-        self._memo[s.name] = replace(s, covered=bool(self.columns()[row]["covered"]))
-        return change
-
-    def pop(self, name: str) -> Snapshot | None:
-        self._memo.pop(name, None)
-        return super().pop(name)
-
-    def set_covered(self, names: Mapping[str, bool]) -> None:
-        cols = self.columns()
-        changed = {}
-        for name, flag in names.items():
-            row = self.row_of(name)
-            if row is not None and bool(cols[row]["covered"]) != flag:
-                changed[name] = flag
-                self._memo.pop(name, None)
-        super().set_covered(changed)
-
-
 class MemStore:
     """The cache directory as both the engine and kvgroomd see it."""
 
-    def __init__(self, *, track_covered: bool = False) -> None:
-        self.index: Index = _MemoIndex()
+    def __init__(self) -> None:
+        self.index = Index()
         self.texts: dict[str, KeyText] = {}
         self.by_bucket: dict[int, set[str]] = {}
-        self.track_covered = track_covered
         self.inodes = itertools.count(1)
         self.bytes_written = 0
         self.bytes_deleted_unhit = 0
@@ -89,9 +54,9 @@ class MemStore:
         self._listing: Listing | None = None
         # Optional trace for tests and debugging: (event, name, detail...).
         self.trace: list[tuple[Any, ...]] | None = None
-        # Called after every removal with (name, cause): kvgroomd's side of a
-        # replay learns of files it did not remove itself.
-        self.on_gone: list[Any] = []
+        # Who hears what happens to the directory: kvgroomd, as inotify tells
+        # the daemon (a file landed or was rewritten in place, a file left).
+        self.watcher: Watcher | None = None
 
     def __contains__(self, name: str) -> bool:
         return name in self.texts
@@ -153,6 +118,8 @@ class MemStore:
         self._listing = None
         if self.trace is not None:
             self.trace.append(("store", name, now, header.reason.label, header.tokens, size))
+        if self.watcher is not None:
+            self.watcher.landed(name, now)
 
     def touch(self, name: str, header: Header, now: float) -> None:
         """A disk hit: the engine rewrites hits and last_used in place."""
@@ -161,6 +128,8 @@ class MemStore:
         seen = replace(snap.seen, mtime_ns=int(now * 1e9))
         self.index.put(replace(snap, header=header, seen=seen))
         self._listing = None
+        if self.watcher is not None:
+            self.watcher.landed(name, now)
 
     def rewrite_trailer(self, name: str, header: Header, trailer: bytes, now: float) -> None:
         """A new trailer: the size changes, the header is rewritten."""
@@ -170,6 +139,8 @@ class MemStore:
                        mtime_ns=int(now * 1e9))  # fmt: skip
         self.index.put(replace(snap, header=header, seen=seen))
         self._listing = None
+        if self.watcher is not None:
+            self.watcher.landed(name, now)
 
     def delete(self, name: str, cause: str, now: float, **fields: object) -> bool:
         """Remove `name`; `cause` says who did it and why."""
@@ -186,34 +157,19 @@ class MemStore:
             self.trace.append(("delete", name, cause, h.reason.label, h.tokens, h.hits))
         if snap.header.hits == 0 and cause != CONSUMED:  # consumed: loaded once, not touched
             self.bytes_deleted_unhit += snap.size
-        if self.track_covered:
-            self._uncover(text)
-        for hook in self.on_gone:
-            hook(name, cause, now)
+        if self.watcher is not None:
+            self.watcher.gone(name, now)
         return True
+
+    def raw(self, name: str) -> bytes:
+        """The rendered text of `name` (what SHA-1 and prefixes see)."""
+        return self.texts[name].render()
+
+    def remove(self, name: str, cause: str, now: float) -> None:
+        """kvgroomd unlinks `name` (sim/groom.py's Disk)."""
+        self.delete(name, cause, now)
 
     def note(self, op: str, name: str, now: float, **fields: object) -> None:
         """Hits go to the trace (a consumed file is never touched)."""
         if op == "hit" and self.trace is not None:
             self.trace.append(("hit", name, now, fields["reason"], fields["tokens"]))
-
-    # -- kvgroomd's covered flags -----------------------------------------------------
-
-    def _uncover(self, gone: KeyText) -> None:
-        # The daemon's periodic sweep recomputes `covered`; do it at once here:
-        # a prefix of the removed file stays covered only if another file
-        # still strictly extends it. Prefixes share the removed file's bucket.
-        covered = self.index.columns()["covered"]
-        bucket = self.by_bucket.get(gone.bucket(), set())
-        fix: dict[str, bool] = {}
-        for name in bucket:
-            text = self.texts[name]
-            row = self.index.row_of(name)
-            if row is not None and covered[row] and gone.startswith(text):
-                n = text.nbytes
-                fix[name] = any(
-                    o != name and self.texts[o].nbytes > n and self.texts[o].startswith(text)
-                    for o in bucket
-                )
-        if fix:
-            self.index.set_covered(fix)

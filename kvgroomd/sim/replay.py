@@ -3,10 +3,11 @@
 Pure. `replay(workload, groom)` runs every request through the engine model
 (`kvgroomd.sim.server` over `kvgroomd.sim.engine`, the same model the engine
 emulator process runs on a real directory) with the simulator's in-memory
-directory (`kvgroomd.sim.memstore`). With `groom` set, kvgroomd acts after
-each store with the very code the daemon runs (`supersede.prefix_candidates`/
-`judge`, `evict.choose`, `scoring.POLICIES`) over a real `Index` of fake
-fingerprints. Sizes follow spec §6.
+directory (`kvgroomd.sim.memstore`). With `groom` set, kvgroomd is the
+daemon's own decision core (`core.groomer.Groomer`), driven by
+`kvgroomd.sim.groom.SimGroomer`: it hears every landing, touch and removal
+as the daemon hears inotify, rescans on the daemon's interval, and its
+decisions are carried out in the directory. Sizes follow spec §6.
 
 Counted per run (`kvgroomd.sim.report`): prompt tokens served from cache
 (live session or disk) and from disk, disk hits per lookup, bytes written,
@@ -24,10 +25,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from kvgroomd.core.evict import Budget, choose
+from kvgroomd.core.groomer import Rules
 from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES
-from kvgroomd.core.supersede import TRIGGERS, judge, prefix_candidates
 from kvgroomd.sim.engine import EngineModel, EngineParams
+from kvgroomd.sim.groom import SimGroomer
 from kvgroomd.sim.memstore import MemStore
 from kvgroomd.sim.report import ALONE, UNBOUNDED, Report, RunReport
 from kvgroomd.sim.server import Server
@@ -69,41 +70,11 @@ def default_headroom(engine: EngineParams) -> int:
 # -- kvgroomd ------------------------------------------------------------------
 
 
-class Groomer:
-    """kvgroomd's reaction to a landed file, using the daemon's pure core."""
-
-    def __init__(
-        self, params: GroomParams, disk: MemStore, limit: Callable[[], int | None]
-    ) -> None:
-        if params.policy not in POLICIES:
-            raise ValueError(f"unknown policy {params.policy!r} (known: {', '.join(POLICIES)})")
-        self.g = params
-        self.disk = disk
-        self.limit = limit
-        self.policy = POLICIES[params.policy]
-
-    def landed(self, name: str, raw: bytes, now: float) -> None:
-        """A snapshot landed: supersede what it makes redundant, then the budget."""
-        index = self.disk.index
-        snap = index.get(name)
-        assert snap is not None
-        if self.g.supersede:
-            candidates = prefix_candidates(index, snap, strict_quant=self.g.reject_different_quant)
-            if candidates:
-                verdict = judge(snap, raw, candidates, now=now)
-                index.set_covered(dict.fromkeys(verdict.covered, True))
-                for d in verdict.superseded if snap.header.reason in TRIGGERS else ():
-                    self.disk.delete(d.name, str(d.cause), now)
-        self.enforce(now)
-
-    def enforce(self, now: float) -> None:
-        """Evict by policy when over kvgroomd's budget."""
-        limit = self.limit()
-        if limit is None:
-            return
-        budget = Budget(limit, self.g.low_watermark, self.g.protect_new)
-        for d in choose(self.disk.index, budget, now, self.policy, dict(self.g.params)):
-            self.disk.delete(d.name, str(d.cause), now)
+def rules_of(g: GroomParams, limit: int | None) -> Rules:
+    """The decision core's rules for a run, with `limit` as the budget cap."""
+    return Rules(supersede=g.supersede, strict_quant=g.reject_different_quant, budget=limit,
+                 low_watermark=g.low_watermark, protect_new=g.protect_new, policy=g.policy,
+                 policy_params=dict(g.params))  # fmt: skip
 
 
 # -- a run ---------------------------------------------------------------------
@@ -121,29 +92,36 @@ def replay(
     (`unbounded`), or with kvgroomd. With `trace`, every store, hit and
     deletion is appended to it."""
     reqs = requests(w) if reqs is None else reqs
-    disk = MemStore(track_covered=groom is not None)
+    disk = MemStore()
     disk.trace = trace
     model = EngineModel(disk, w.engine, budget=None if unbounded else w.engine.budget)
     server: Server[SegText] = Server(model, EMPTY)
     groomer = None
     if groom is not None:
+        if groom.policy not in POLICIES:
+            raise ValueError(f"unknown policy {groom.policy!r} (known: {', '.join(POLICIES)})")
         headroom = w.headroom if w.headroom is not None else default_headroom(w.engine)
-        fixed = groom.budget
 
         def limit() -> int | None:
-            if fixed is None or model.budget is None:
+            if groom.budget is None or model.budget is None:
                 return None
-            if fixed == "auto":
+            if groom.budget == "auto":
                 return max(model.budget - headroom, 0)
             # A configured budget follows a budget change in proportion.
-            return fixed * model.budget // w.engine.budget
+            return groom.budget * model.budget // w.engine.budget
 
-        groomer = Groomer(groom, disk, limit)
-        model.on_store = groomer.landed
-    enforce = None if groomer is None else groomer.enforce
-    rows = drive(server, reqs, w.restarts, budgets=not unbounded, before_start=enforce,
+        groomer = SimGroomer(rules_of(groom, limit()), disk)
+        disk.watcher = groomer
+
+    def reload(at: float) -> None:  # the operator reloads kvgroomd before the engine starts
+        if groomer is not None and groom is not None:
+            groomer.reconfigure(rules_of(groom, limit()), at)
+
+    rows = drive(server, reqs, w.restarts, budgets=not unbounded,
+                 before_start=None if groomer is None else reload,
+                 before_request=None if groomer is None else groomer.tick,
                  usage=lambda: disk.index.total_bytes,
-                 limit=None if groomer is None else groomer.limit)  # fmt: skip
+                 limit=None if groomer is None else groomer.core.limit)  # fmt: skip
     label = UNBOUNDED if unbounded else ALONE if groom is None else groom.label
     return RunReport(
         label=label,
@@ -163,11 +141,13 @@ def replay(
 
 def drive(server: Server[SegText], reqs: Sequence[Request], restarts: Sequence[Restart], *,
           budgets: bool = True, before_start: Callable[[float], None] | None = None,
+          before_request: Callable[[float], None] | None = None,
           usage: Callable[[], int] | None = None,
           limit: Callable[[], int | None] | None = None) -> npt.NDArray[np.float64]:  # fmt: skip
     """Serve `reqs` in order, each once the server is free, with the clean
     restarts (`budgets`: and their budget changes) in between; `before_start`
-    runs while the server is down (the operator reloads kvgroomd first).
+    runs while the server is down (the operator reloads kvgroomd first),
+    `before_request` before each request (kvgroomd's timers).
     Returns one row per request: finish time, `usage()` then, tokens saved
     so far, the engine's budget and kvgroomd's (`limit()`; NaN: none)."""
     pending = list(restarts)
@@ -190,6 +170,8 @@ def drive(server: Server[SegText], reqs: Sequence[Request], restarts: Sequence[R
     rows = np.zeros((len(reqs), 5))
     for i, r in enumerate(reqs):
         free = restart(max(r.at, free), free)
+        if before_request is not None:
+            before_request(max(r.at, free))
         free = server.serve(r.as_turn(), max(r.at, free))
         mine = None if limit is None else limit()
         rows[i] = (free, usage() if usage is not None else 0, server.saved,
@@ -215,5 +197,5 @@ def compare(w: Workload, contenders: Sequence[GroomParams] = (BASELINE, DEFAULT)
     return Report(w.name, w.description, w.engine.budget, tuple(runs))
 
 
-__all__ = ["BASELINE", "DEFAULT", "GroomParams", "Groomer", "compare", "default_headroom",
-           "drive", "replay"]
+__all__ = ["BASELINE", "DEFAULT", "GroomParams", "compare", "default_headroom", "drive",
+           "replay", "rules_of"]

@@ -53,7 +53,7 @@ class Server(Generic[T]):
 
     def __init__(self, model: EngineModel, empty: T, *, model_id: int = 0,
                  quant_bits: int | None = None, ctx_size: int | None = None,
-                 wait: Callable[[float], None] | None = None) -> None:  # fmt: skip
+                 wait: Callable[[float], float | None] | None = None) -> None:  # fmt: skip
         self.model = model
         self.empty = empty
         self.model_id = model_id
@@ -73,8 +73,13 @@ class Server(Generic[T]):
         self.last_hit: Hit | None = None
 
     def _at(self, t: float) -> float:
+        """When an action at model time `t` really happens: `wait` may pace
+        it (sleep until then) or say the time it happens instead (an
+        emulator that acts at once stamps files with its real clock)."""
         if self.wait is not None:
-            self.wait(t)
+            at = self.wait(t)
+            if at is not None:
+                return at
         return t
 
     def _store(self, text: T, tokens: int, reason: Reason, now: float, ext: int) -> None:

@@ -33,8 +33,12 @@ class Server:
 
     def __init__(self, engine: Engine, *, ctx_size: int = 32768, quant_bits: int = 2) -> None:
         self.engine = engine
+        # The emulator acts at once: every store and lookup happens (and its
+        # header is stamped) at the engine's real clock, as ds4-server's
+        # time(NULL) at the moment of the store, never at a modelled future.
         self.flow: FlowServer[PieceText] = FlowServer(
-            engine.model, PieceText(()), quant_bits=quant_bits, ctx_size=ctx_size)
+            engine.model, PieceText(()), quant_bits=quant_bits, ctx_size=ctx_size,
+            wait=lambda _t: engine.clock())  # fmt: skip
 
     @property
     def stats(self) -> Counter[str]:

@@ -151,10 +151,10 @@ def test_start_up_with_a_child_reader_grooms_the_same(
     results = []
     for fork_at in (10**9, 100):
         monkeypatch.setattr(groom, "_FORK_AT", fork_at)
-        g = groom.Groomer(Config(cache_dir=tmp_path / "kv", dry_run=True), Quiet())
+        g = groom.DiskGroomer(Config(cache_dir=tmp_path / "kv", dry_run=True), Quiet())
         g.reconcile(1_790_000_000.0, startup=True)
         names, covered = g.index.names, g.index.columns()["covered"]
-        results.append((sorted(names), sorted(g.dry_removed),
+        results.append((sorted(names), sorted(g.core.held),
                         sorted(n for n, c in zip(names, covered, strict=True) if c)))  # fmt: skip
     assert results[0] == results[1]
     assert results[0][1] and results[0][2]  # something superseded and covered
@@ -168,7 +168,7 @@ def test_sweep_when_every_text_shares_a_long_system_prompt(tmp_path: Path) -> No
     longer chain text, superseded = a continued one of those, if one of its
     longer texts is cold or continued."""
     from kvgroomd.config import Config  # noqa: PLC0415
-    from kvgroomd.daemon.groom import Groomer  # noqa: PLC0415
+    from kvgroomd.daemon.groom import DiskGroomer  # noqa: PLC0415
     from kvgroomd.testing.engine import Conversation, Engine, system_prompt  # noqa: PLC0415
 
     class Quiet:
@@ -188,7 +188,7 @@ def test_sweep_when_every_text_shares_a_long_system_prompt(tmp_path: Path) -> No
                 continue  # some chains end on a continued
             path = engine.store(conv.text(n), n, reason, ctx_size=(65536, 32768)[seed % 5 == 0])
             texts[path.name] = (conv.text(n), reason)
-    g = Groomer(Config(cache_dir=tmp_path / "kv", dry_run=True), Quiet())
+    g = DiskGroomer(Config(cache_dir=tmp_path / "kv", dry_run=True), Quiet())
     g.reconcile(1_790_000_000.0, startup=True)
 
     ctx = {name: engine.entry(name).header.ctx_size for name in texts}  # type: ignore[union-attr]
@@ -199,7 +199,7 @@ def test_sweep_when_every_text_shares_a_long_system_prompt(tmp_path: Path) -> No
                 covered.add(o)
                 if ro is Reason.CONTINUED and rn in (Reason.COLD, Reason.CONTINUED):
                     superseded.add(o)
-    assert set(g.dry_removed) == superseded
+    assert set(g.core.held) == superseded
     names, flags = g.index.names, g.index.columns()["covered"]
     assert {n for n, c in zip(names, flags, strict=True) if c} == covered - superseded
     assert len(superseded) > 20 and len(covered - superseded) > 5

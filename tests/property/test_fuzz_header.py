@@ -21,9 +21,10 @@ import structlog
 from structlog.testing import capture_logs
 
 from kvgroomd.config import Config
-from kvgroomd.daemon.groom import Groomer
+from kvgroomd.core.facts import Invalid
+from kvgroomd.daemon.groom import DiskGroomer
 from kvgroomd.daemon.pinned import PinnedDir
-from kvgroomd.daemon.read import Invalid, read_snapshot
+from kvgroomd.daemon.read import read_snapshot
 from kvgroomd.format.header import Header, Unparsable
 from kvgroomd.format.names import SnapshotName
 from tests.property.spec import SPEC, spec_verdict
@@ -80,7 +81,7 @@ def test_fuzzed_headers_get_the_spec_verdict_and_only_valid_files_go(fixtures_di
     pool = seeds(fixtures_dir)
     cache = tmp_path / "kv"
     cache.mkdir()
-    groomer = Groomer(Config(cache_dir=cache, budget=1, protect_new=0, supersede=False),
+    groomer = DiskGroomer(Config(cache_dir=cache, budget=1, protect_new=0, supersede=False),
                       structlog.get_logger())  # fmt: skip
     path = cache / NAME
     seen: Counter[str] = Counter()

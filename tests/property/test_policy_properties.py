@@ -11,12 +11,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kvgroomd.core.decision import Cause
 from kvgroomd.core.evict import Budget, choose
+from kvgroomd.core.groomer import Groomer, Rules
 from kvgroomd.core.index import Index, Snapshot
-from kvgroomd.core.scoring import POLICIES
-from kvgroomd.core.supersede import TRIGGERS, judge, prefix_candidates, sweep_plan
+from kvgroomd.core.scoring import POLICIES, Clock
+from kvgroomd.core.supersede import TRIGGERS
 from kvgroomd.format.header import ABI_CURRENT, Reason
-from tests.unit.builders import T0, anon_name, index_of, snapshot
+from kvgroomd.sim.groom import SimTexts, snapshot_of
+from tests.unit.builders import T0, MemDisk, anon_name, index_of, indexed, settle_all, snapshot
 
 Texts = dict[str, bytes]
 
@@ -62,41 +65,50 @@ def may_supersede(o: Snapshot, n: Snapshot, texts: Texts, strict_quant: bool) ->
     )  # fmt: skip
 
 
+def _snap(core_index: Index, name: str) -> Snapshot:
+    s = core_index.get(name)
+    assert s is not None
+    return s
+
+
 @given(worlds())
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_an_arrival_supersedes_exactly_the_compatible_continued_strict_prefixes(world):
-    """For every arrival, the unlinks judged are exactly the spec's: never a
+    """For every arrival, the core's decisions are exactly the spec's: never a
     non-prefix, an incompatible or a non-continued entry, and none missed."""
     index, texts, strict = world
     for name in index.names:
-        n = index.get(name)
-        assert n is not None
-        candidates = prefix_candidates(index, n, strict_quant=strict)
-        verdict = judge(n, texts[name], candidates, now=T0)
-        got = {d.name for d in verdict.superseded}
-        want = {o for o in index.names if may_supersede(index.get(o), n, texts, strict)}  # type: ignore[arg-type]
+        n = _snap(index, name)
+        others = [_snap(index, o) for o in index.names if o != name]
+        disk = MemDisk([*others, n], texts)
+        core = Groomer(Rules(supersede=False, strict_quant=strict))
+        indexed(core, MemDisk(others, texts))
+        core.reconfigure(Rules(supersede=True, strict_quant=strict))
+        step = core.landed(snapshot_of(disk, name), SimTexts(disk), T0)  # type: ignore[arg-type]
+        got = {d.name for d in step.decisions}
+        want = {o.name for o in others if may_supersede(o, n, texts, strict)}
         assert got == want
-        assert all(d.fields["superseded_by"] == n.sha for d in verdict.superseded)
+        assert all(d.cause is Cause.SUPERSEDED for d in step.decisions)
+        assert all(d.fields["superseded_by"] == n.sha for d in step.decisions)
 
 
 @given(worlds())
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_a_sweep_removes_only_supersedable_entries_and_leaves_no_such_pair(world):
-    """A full sweep (as at start-up) removes only entries supersedable at that
-    moment, and afterwards no entry is supersedable by another."""
+    """A full sweep (the daemon's start-up and reconcile path) removes only
+    entries supersedable by the file its decision names, and afterwards no
+    entry is supersedable by another."""
     index, texts, strict = world
-    for name, cand_names in sweep_plan(index, strict_quant=strict):
-        n = index.get(name)
-        if n is None:
-            continue  # removed earlier in the pass
-        candidates = [c for c in map(index.get, cand_names) if c is not None]
-        for d in judge(n, texts[name], candidates, now=T0).superseded:
-            assert may_supersede(index.get(d.name), n, texts, strict)  # type: ignore[arg-type]
-            index.pop(d.name)
-    left = [index.get(x) for x in index.names]
+    snaps = {n: _snap(index, n) for n in index.names}
+    disk = MemDisk(snaps.values(), texts)
+    core = Groomer(Rules(supersede=True, strict_quant=strict))
+    for d in settle_all(core, indexed(core, disk), disk):
+        by = next(s for s in snaps.values() if s.sha == d.fields["superseded_by"])
+        assert may_supersede(snaps[d.name], by, texts, strict)
+    left = [snaps[x] for x in core.index.names]
+    assert sorted(core.index.names) == sorted(disk.index.names)
     assert not [
-        (o.name, n.name) for o in left for n in left  # type: ignore[union-attr]
-        if may_supersede(o, n, texts, strict)  # type: ignore[arg-type]
+        (o.name, n.name) for o in left for n in left if may_supersede(o, n, texts, strict)
     ]  # fmt: skip
 
 
@@ -129,7 +141,7 @@ def test_eviction_spares_protected_entries_and_reaches_its_target_when_it_can(ca
     index, budget, policy = case
     cols = index.columns()
     total = int(cols["size"].sum())
-    chosen = choose(index, budget, T0, POLICIES[policy])
+    chosen = choose(index, budget, Clock(T0), POLICIES[policy])
     if total <= budget.limit:
         assert chosen == []
         return
@@ -147,7 +159,7 @@ def test_eviction_spares_protected_entries_and_reaches_its_target_when_it_can(ca
         assert total - (freed - chosen[-1].seen.size) > budget.target  # the last was needed
     else:
         assert picked.sum() == (~guarded).sum()
-    values = POLICIES[policy].score(cols, T0)
+    values = POLICIES[policy].score(cols, Clock(T0))
     rest = ~picked & ~guarded
     if picked.any() and rest.any():
         assert values[picked].max() <= values[rest].min()

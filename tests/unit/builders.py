@@ -8,11 +8,16 @@ the facts it is about.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kvgroomd.core.decision import Fingerprint
-from kvgroomd.core.index import SHORT_HEAD, Index, Snapshot, head_key
+import numpy as np
+
+from kvgroomd.core.decision import Decision, Fingerprint, Result
+from kvgroomd.core.groomer import Groomer, Step
+from kvgroomd.core.index import NAME, SHORT_HEAD, Drift, Index, Snapshot, head_key
 from kvgroomd.format.header import ABI_CURRENT, PREFIX_BYTES, Header, Reason, sha1_hex
+from kvgroomd.sim.groom import SimTexts
 
 T0 = 1_780_000_000  # a fake "now" in late May 2026, as in the fixtures
 HOUR = 3600
@@ -118,3 +123,38 @@ def chat_text(n: int, *, seed: str = "C") -> bytes:
         out += turn.format(i=i).encode()
         i += 1
     return bytes(out[:n])
+
+
+class MemDisk:
+    """A directory in memory for the decision core (the simulator's `Disk`):
+    the snapshots' headers and identities in an Index, and their texts."""
+
+    def __init__(self, snaps: Iterable[Snapshot], texts: Mapping[str, bytes]) -> None:
+        self.index = index_of(*snaps)
+        self.texts = dict(texts)
+
+    def raw(self, name: str) -> bytes:
+        return self.texts[name]
+
+    def remove(self, name: str, cause: str, now: float = 0.0) -> None:
+        del cause, now
+        self.index.pop(name)
+        self.texts.pop(name, None)
+
+
+def indexed(core: Groomer, disk: MemDisk, now: float = T0) -> Step:
+    """Feed every file of `disk` to `core` as a start-up rescan would; the step."""
+    texts = SimTexts(disk)
+    names = np.array([n.encode() for n in disk.index.names], dtype=NAME)
+    step, _ = core.rescanned(Drift(names, names[:0], ()), texts.heads(names), texts, now,
+                             quiet=True, listed=names)  # fmt: skip
+    return step
+
+
+def settle_all(core: Groomer, step: Step, disk: MemDisk | None = None) -> list[Decision]:
+    """Carry out every decision of `step` (unlink from `disk`), as the daemon would."""
+    for d in step.decisions:
+        if disk is not None:
+            disk.remove(d.name, str(d.cause))
+        core.settle(d, Result.UNLINKED)
+    return step.decisions

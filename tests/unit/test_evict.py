@@ -11,7 +11,7 @@ import pytest
 from kvgroomd.core.decision import Cause, Decision
 from kvgroomd.core.evict import NEVER_EVICTED, Budget, choose, protected, ranking
 from kvgroomd.core.index import Index, Snapshot, decide
-from kvgroomd.core.scoring import POLICIES, Policy
+from kvgroomd.core.scoring import POLICIES, Clock, Policy
 from kvgroomd.format.header import Reason
 from tests.unit.builders import DAY, HOUR, T0, index_of, snapshot
 
@@ -65,17 +65,17 @@ class TestUnderBudget:
     def test_nothing_when_under_budget(self, policy: Policy) -> None:
         """Usage below the limit evicts nothing."""
         index = index_of(snapshot(size=400, created_at=OLD), snapshot(size=500, created_at=OLD))
-        assert choose(index, Budget(1000), NOW, policy) == []
+        assert choose(index, Budget(1000), Clock(NOW), policy) == []
 
     @pytest.mark.parametrize("policy", BOTH)
     def test_nothing_when_exactly_at_budget(self, policy: Policy) -> None:
         """Usage equal to the limit is not over it."""
         index = index_of(snapshot(size=400, created_at=OLD), snapshot(size=600, created_at=OLD))
-        assert choose(index, Budget(1000), NOW, policy) == []
+        assert choose(index, Budget(1000), Clock(NOW), policy) == []
 
     def test_empty_index(self) -> None:
         """An empty index evicts nothing, even with a zero budget."""
-        assert choose(Index(), Budget(0), NOW, DS4) == []
+        assert choose(Index(), Budget(0), Clock(NOW), DS4) == []
 
 
 class TestWatermark:
@@ -94,7 +94,7 @@ class TestWatermark:
         index = index_of(*snaps)
         total = index.total_bytes
         budget = Budget(limit=total * 2 // 3, low_watermark=0.8)
-        victims = choose(index, budget, NOW, policy)
+        victims = choose(index, budget, Clock(NOW), policy)
         freed = [d.fields["size"] for d in victims]
         assert total - sum(freed) <= budget.target
         assert total - sum(freed[:-1]) > budget.target
@@ -105,7 +105,7 @@ class TestWatermark:
         big = snapshot(size=900, tokens=1, created_at=OLD)
         small = [snapshot(size=100, tokens=1000, created_at=OLD) for _ in range(3)]
         index = index_of(big, *small)  # 1200 bytes
-        assert names(choose(index, Budget(1000, 0.5), NOW, DS4)) == [big.name]
+        assert names(choose(index, Budget(1000, 0.5), Clock(NOW), DS4)) == [big.name]
 
 
 class TestOrderDs4:
@@ -137,7 +137,7 @@ class TestOrderDs4:
         tie between B and E goes to E's older last use."""
         rows = self.rows()
         index = index_of(*rows.values())
-        got = choose(index, everything(index), NOW, DS4)
+        got = choose(index, everything(index), Clock(NOW), DS4)
         key = {s.name: k for k, s in rows.items()}
         assert [key[n] for n in names(got)] == ["A", "E", "B", "F", "D", "G", "C"]
         for d in got:
@@ -148,13 +148,13 @@ class TestOrderDs4:
         rows = self.rows()
         index = index_of(*rows.values())  # 1_050_000 bytes
         budget = Budget(limit=1_000_000, low_watermark=0.9)  # must free 150_000
-        assert names(choose(index, budget, NOW, DS4)) == [rows["A"].name, rows["E"].name]
+        assert names(choose(index, budget, Clock(NOW), DS4)) == [rows["A"].name, rows["E"].name]
 
     def test_hits_fading_below_001_count_as_none(self) -> None:
         """A hit 48 h old (2^-8 < 0.01) is worth nothing to the engine's score."""
         faded = snapshot(tokens=1000, size=1000, hits=1, created_at=OLD, last_used=NOW - 2 * DAY)
         fresh = snapshot(tokens=1000, size=1000, hits=1, created_at=OLD, last_used=NOW - 7 * HOUR)
-        values = DS4.score(index_of(faded, fresh).columns(), NOW)
+        values = DS4.score(index_of(faded, fresh).columns(), Clock(NOW))
         assert values.tolist() == pytest.approx([1.0, 1 + 2 ** (-7 / 6)])
 
 
@@ -171,8 +171,8 @@ class TestOrderPrefill:
             for _ in range(30)
         ]  # fmt: skip
         index = index_of(*snaps)
-        got = choose(index, everything(index), NOW, PREFILL)
-        values = PREFILL.score(index.columns(), NOW)
+        got = choose(index, everything(index), Clock(NOW), PREFILL)
+        values = PREFILL.score(index.columns(), Clock(NOW))
         by_name = dict(zip(index.names, values.tolist(), strict=True))
         scores = [by_name[n] for n in names(got)]
         assert len(got) == 30
@@ -186,7 +186,7 @@ class TestOrderPrefill:
         chat = snapshot(reason=Reason.EVICT, tokens=80_000, size=1200 * 2**20, hits=1,
                         created_at=OLD, last_used=NOW - DAY)  # fmt: skip
         index = index_of(anchor, chat)
-        got = choose(index, Budget(limit=1000 * 2**20), NOW, PREFILL)
+        got = choose(index, Budget(limit=1000 * 2**20), Clock(NOW), PREFILL)
         assert names(got) == [chat.name]
 
     def test_params_override_defaults(self) -> None:
@@ -197,8 +197,8 @@ class TestOrderPrefill:
         plain = snapshot(tokens=900, size=1000, created_at=OLD, last_used=NOW, reason=Reason.EVICT)
         index = index_of(covered, plain)
         budget = Budget(limit=1500, low_watermark=0.9)
-        assert names(choose(index, budget, NOW, PREFILL)) == [covered.name]
-        got = choose(index, budget, NOW, PREFILL, {"covered_factor": 1.0})
+        assert names(choose(index, budget, Clock(NOW), PREFILL)) == [covered.name]
+        got = choose(index, budget, Clock(NOW), PREFILL, {"covered_factor": 1.0})
         assert names(got) == [plain.name]
 
 
@@ -211,9 +211,9 @@ class TestTies:
         older = snapshot(tokens=1000, size=1000, created_at=OLD, last_used=NOW - 5 * HOUR)
         oldest = snapshot(tokens=1000, size=1000, created_at=OLD - DAY, last_used=0)
         index = index_of(newer, oldest, older)
-        values = policy.score(index.columns(), NOW, params)
+        values = policy.score(index.columns(), Clock(NOW), params)
         assert len(set(values.tolist())) == 1
-        got = choose(index, everything(index), NOW, policy, params)
+        got = choose(index, everything(index), Clock(NOW), policy, params)
         assert names(got) == [oldest.name, older.name, newer.name]
 
 
@@ -228,7 +228,7 @@ class TestProtected:
         other = snapshot(reason=reason, tokens=1, size=10_000, created_at=OLD)
         mine = snapshot(tokens=5000, size=1000, hits=9, created_at=OLD)
         index = index_of(other, mine)
-        assert names(choose(index, everything(index), NOW, policy)) == [mine.name]
+        assert names(choose(index, everything(index), Clock(NOW), policy)) == [mine.name]
 
     @pytest.mark.parametrize("policy", BOTH)
     def test_young_files_are_never_chosen(self, policy: Policy) -> None:
@@ -236,15 +236,15 @@ class TestProtected:
         young = snapshot(tokens=1, size=10_000, created_at=NOW - 119)
         of_age = snapshot(tokens=2, size=10_000, created_at=NOW - 120)
         index = index_of(young, of_age)
-        got = choose(index, Budget(limit=1, protect_new=120), NOW, policy)
+        got = choose(index, Budget(limit=1, protect_new=120), Clock(NOW), policy)
         assert names(got) == [of_age.name]
 
     def test_protect_new_comes_from_the_budget(self) -> None:
         """With protect_new 0 a just-written file can be a victim."""
         fresh = snapshot(tokens=1, size=10_000, created_at=NOW)
         index = index_of(fresh)
-        assert choose(index, Budget(limit=1, protect_new=120), NOW, DS4) == []
-        assert names(choose(index, Budget(limit=1, protect_new=0), NOW, DS4)) == [fresh.name]
+        assert choose(index, Budget(limit=1, protect_new=120), Clock(NOW), DS4) == []
+        assert names(choose(index, Budget(limit=1, protect_new=0), Clock(NOW), DS4)) == [fresh.name]
 
     @pytest.mark.parametrize("policy", BOTH)
     def test_only_protected_left_returns_all_unprotected(self, policy: Policy) -> None:
@@ -258,14 +258,14 @@ class TestProtected:
         ]
         small = [snapshot(size=1000 + i, hits=i, created_at=OLD) for i in range(3)]
         index = index_of(*big, *small)
-        got = choose(index, Budget(limit=2 * 10**6), NOW, policy)
+        got = choose(index, Budget(limit=2 * 10**6), Clock(NOW), policy)
         assert sorted(names(got)) == sorted(s.name for s in small)
 
     def test_nothing_unprotected_gives_nothing(self) -> None:
         """Over budget with only protected files, there is nothing to choose."""
         index = index_of(snapshot(reason=Reason.AGENT_SESSION, size=10**6, created_at=OLD),
                          snapshot(size=10**6, created_at=NOW))  # fmt: skip
-        assert choose(index, Budget(limit=10), NOW, PREFILL) == []
+        assert choose(index, Budget(limit=10), Clock(NOW), PREFILL) == []
 
     def test_protected_mask_and_ranking(self) -> None:
         """protected() flags never-evicted reasons and young files; ranking puts
@@ -275,8 +275,8 @@ class TestProtected:
             snapshot(created_at=NOW - 5), snapshot(reason=Reason.COLD, created_at=OLD),
         ]  # fmt: skip
         cols = index_of(*rows).columns()
-        assert protected(cols, NOW, 120).tolist() == [False, True, True, False]
-        order, values = ranking(cols, NOW, DS4, None, 120)
+        assert protected(cols, Clock(NOW), 120).tolist() == [False, True, True, False]
+        order, values = ranking(cols, Clock(NOW), DS4, None, 120)
         assert set(order[-2:].tolist()) == {1, 2}
         assert np.isinf(values[[1, 2]]).all()
         assert np.isfinite(values[[0, 3]]).all()
@@ -291,11 +291,11 @@ class TestDecisionFields:
                      size=77_777, created_at=NOW - 3 * DAY, last_used=NOW - HOUR)  # fmt: skip
         index = index_of(s)
         now = NOW + 0.4  # ages are rounded to whole seconds
-        (d,) = choose(index, Budget(limit=1), now, policy)
+        (d,) = choose(index, Budget(limit=1), Clock(now), policy)
         assert d.name == s.name
         assert d.cause is Cause.BUDGET
         assert d.seen == s.seen
-        expected_score = float(policy.score(index.columns(), now)[0])
+        expected_score = float(policy.score(index.columns(), Clock(now))[0])
         assert d.fields == {
             "sha": "ab" * 20, "reason": "evict", "tokens": 4321, "hits": 2, "size": 77_777,
             "age_s": 3 * DAY, "policy": policy.name, "score": expected_score,
@@ -318,7 +318,7 @@ class TestChooseAgreesWithTheFullRanking:
         total = int(cols["size"].sum())
         if total <= budget.limit:
             return []
-        order, values = ranking(cols, NOW, policy, None, budget.protect_new)
+        order, values = ranking(cols, Clock(NOW), policy, None, budget.protect_new)
         order = order[np.isfinite(values[order])]
         freed = np.cumsum(cols["size"][order])
         n = min(int(np.searchsorted(freed, total - budget.target)) + 1, len(order))
@@ -339,6 +339,6 @@ class TestChooseAgreesWithTheFullRanking:
         ]  # fmt: skip
         index = index_of(*snaps)
         budget = Budget(index.total_bytes - rng.choice([1, 10**7]), watermark)
-        got, want = choose(index, budget, NOW, policy), self.plain(index, budget, policy)
+        got, want = choose(index, budget, Clock(NOW), policy), self.plain(index, budget, policy)
         assert [(d.name, d.seen, d.fields, d.header) for d in got] == [
             (d.name, d.seen, d.fields, d.header) for d in want]

@@ -13,14 +13,14 @@ from kvgroomd.core.index import (
     HEAD_BYTES,
     SHORT_HEAD,
     Change,
-    Drift,
     Index,
+    Listing,
     Snapshot,
     drift,
     head_key,
 )
 from kvgroomd.format.header import Header, Reason
-from tests.unit.builders import T0, chat_text, fingerprint, header, index_of, snapshot
+from tests.unit.builders import T0, anon_name, chat_text, fingerprint, header, index_of, snapshot
 
 
 def with_header(s: Snapshot, **changes: int) -> Snapshot:
@@ -284,26 +284,32 @@ class TestPop:
             assert index.at(index.row_of(n)) == s  # type: ignore[arg-type]
 
 
+def names_of(arr: object) -> list[str]:
+    return [b.decode() for b in arr.tolist()]  # type: ignore[attr-defined]
+
+
 class TestDrift:
     def test_no_drift(self) -> None:
-        """A scan equal to the index is no drift (falsy)."""
+        """A listing equal to the index is no drift (falsy)."""
         a, b = snapshot(), snapshot()
         index = index_of(a, b)
-        d = drift(index, {a.name: a.seen, b.name: b.seen})
-        assert d == Drift((), (), ())
+        d = drift(index, Listing.of({a.name: a.seen, b.name: b.seen}))
+        assert (names_of(d.added), names_of(d.changed), d.gone) == ([], [], ())
         assert not d
 
     def test_added_changed_gone(self) -> None:
-        """Names only in the scan are added, only in the index gone, and names
-        whose fingerprint differs changed."""
+        """Names only in the listing are added, only in the index gone, and
+        names whose fingerprint differs changed."""
         a, b, c = snapshot(), snapshot(), snapshot()
         index = index_of(a, b, c)
+        new = anon_name()
         new_fp = Fingerprint(1, 999_999, 10, 0)
-        scan = {a.name: a.seen, b.name: dataclasses.replace(b.seen, mtime_ns=5), "n.kv": new_fp}
-        d = drift(index, scan)
-        assert d.added == ("n.kv",)
-        assert d.changed == (b.name,)
+        d = drift(index, Listing.of({a.name: a.seen, b.name: dataclasses.replace(b.seen, mtime_ns=5),
+                                     new: new_fp}))  # fmt: skip
+        assert names_of(d.added) == [new]
+        assert names_of(d.changed) == [b.name]
         assert d.gone == (c.name,)
+        assert names_of(d.to_read) == [new, b.name]
         assert d
 
     @pytest.mark.parametrize("field", ["dev", "ino", "size", "mtime_ns"])
@@ -312,12 +318,12 @@ class TestDrift:
         s = snapshot()
         index = index_of(s)
         fp = dataclasses.replace(s.seen, **{field: getattr(s.seen, field) + 1})
-        assert drift(index, {s.name: fp}).changed == (s.name,)
+        assert names_of(drift(index, Listing.of({s.name: fp})).changed) == [s.name]
 
-    def test_empty_scan_everything_gone(self) -> None:
-        """An empty scan reports every indexed name gone."""
+    def test_empty_listing_everything_gone(self) -> None:
+        """An empty listing reports every indexed name gone."""
         a, b = snapshot(), snapshot()
-        assert set(drift(index_of(a, b), {}).gone) == {a.name, b.name}
+        assert set(drift(index_of(a, b), Listing.of({})).gone) == {a.name, b.name}
 
 
 class TestHeadKey:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kvgroomd.core.index import ROW, Columns
-from kvgroomd.core.scoring import DAY, DEFAULT_POLICY, HOUR, POLICIES, PREFILL_DEFAULTS
+from kvgroomd.core.scoring import DAY, DEFAULT_POLICY, HOUR, POLICIES, PREFILL_DEFAULTS, Clock
 from kvgroomd.format.header import EXT_TOOL_MAP, Reason
 
 MiB = 1 << 20
@@ -42,7 +42,7 @@ def cols(*rows: dict[str, object]) -> Columns:
 
 def prefill(c: Columns, **params: float) -> np.ndarray:
     """The default policy's values for `c` at NOW."""
-    return POLICIES["prefill"].score(c, NOW, params)
+    return POLICIES["prefill"].score(c, Clock(NOW), params)
 
 
 class TestEngineScore:
@@ -51,26 +51,26 @@ class TestEngineScore:
     def test_formula(self) -> None:
         """A never-hit continued file scores tokens / size."""
         c = cols({"tokens": 10240})
-        assert POLICIES["ds4"].score(c, NOW)[0] == pytest.approx(10240 / size_of(10240))
+        assert POLICIES["ds4"].score(c, Clock(NOW))[0] == pytest.approx(10240 / size_of(10240))
 
     def test_checkpoint_reasons_doubled(self) -> None:
         """Cold, evict and shutdown files score twice a continued one of the same size."""
         c = cols(
             *({"reason": r} for r in (Reason.CONTINUED, Reason.COLD, Reason.EVICT, Reason.SHUTDOWN))
         )
-        s = POLICIES["ds4"].score(c, NOW)
+        s = POLICIES["ds4"].score(c, Clock(NOW))
         assert s[1:] == pytest.approx([2 * s[0]] * 3)
 
     def test_hits_halve_every_six_hours(self) -> None:
         """Two hits last used six hours ago count as one: the score doubles."""
         c = cols({"hits": 2, "last_used": NOW - 6 * HOUR}, {})
-        s = POLICIES["ds4"].score(c, NOW)
+        s = POLICIES["ds4"].score(c, Clock(NOW))
         assert s[0] == pytest.approx(2 * s[1])
 
     def test_faded_hits_count_zero(self) -> None:
         """Hits decayed below 0.01 are ignored, as in the engine."""
         c = cols({"hits": 1, "last_used": NOW - 48 * HOUR}, {})
-        s = POLICIES["ds4"].score(c, NOW)
+        s = POLICIES["ds4"].score(c, Clock(NOW))
         assert s[0] == s[1]
 
 

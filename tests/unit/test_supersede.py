@@ -14,22 +14,30 @@ import random
 import numpy as np
 import pytest
 
-from kvgroomd.core.decision import Cause
+from kvgroomd.core.decision import Cause, Decision
+from kvgroomd.core.groomer import Groomer, Rules
 from kvgroomd.core.index import Index, Snapshot
 from kvgroomd.core.supersede import (
     CHAIN_REASONS,
     TRIGGERS,
-    Verdict,
     can_stand_in,
     candidate_rows,
-    judge,
-    prefix_candidates,
     prefixes_of,
-    sweep_plan,
+    sweep_pairs_flat,
 )
-from kvgroomd.format.header import PREFIX_BYTES, Reason, sha1_hex
+from kvgroomd.format.header import ABI_CURRENT, PREFIX_BYTES, Reason, sha1_hex
 from kvgroomd.format.prefix import FIRST_READ, tail_of, text_keys
-from tests.unit.builders import CTX, DAY, T0, chat_text, index_of, snapshot
+from tests.unit.builders import (
+    CTX,
+    DAY,
+    T0,
+    MemDisk,
+    chat_text,
+    index_of,
+    indexed,
+    settle_all,
+    snapshot,
+)
 
 NOW = T0
 AVAILABLE = FIRST_READ - PREFIX_BYTES
@@ -37,14 +45,55 @@ C = chat_text(40_000)  # conversation C; its prefixes are the chain
 U = chat_text(40_000, seed="U")  # an unrelated conversation
 
 
-def land(index: Index, new: Snapshot, text: bytes, *, strict_quant: bool = False) -> Verdict:
-    """What happens when `new` (with `text`) lands next to what `index` holds."""
-    candidates = prefix_candidates(index, new, strict_quant=strict_quant)
-    return judge(new, text, candidates, now=NOW)
+@dataclasses.dataclass(frozen=True)
+class Landing:
+    """What the decision core made of one landing."""
+
+    covered: tuple[str, ...]  # names whose text the new one strictly extends
+    superseded: tuple[Decision, ...]
 
 
-def superseded(v: Verdict) -> set[str]:
+class OneText:
+    """A text source holding one text (all a landing reads)."""
+
+    def __init__(self, name: str, text: bytes) -> None:
+        self.name, self.data = name, text
+
+    def text(self, snap: Snapshot) -> bytes | None:
+        return self.data if snap.name == self.name else None
+
+    def texts(self, names, lengths):
+        raise AssertionError("a landing reads only its own text")
+
+    heads = texts
+
+
+def land(index: Index, new: Snapshot, text: bytes, *, strict_quant: bool = False) -> Landing:
+    """What the core decides when `new` (with `text`) lands next to what `index` holds."""
+    core = Groomer(Rules(strict_quant=strict_quant))
+    for name in index.names:
+        if name != new.name:
+            core.index.put(index.get(name))  # type: ignore[arg-type]
+    step = core.landed(new, OneText(new.name, text), NOW)
+    decided = {d.name for d in step.decisions}
+    cols = core.index.columns()
+    covered = {n for i, n in enumerate(core.index.names) if cols["covered"][i]} | decided
+    return Landing(tuple(sorted(covered)), tuple(step.decisions))
+
+
+def superseded(v: Landing) -> set[str]:
     return {d.name for d in v.superseded}
+
+
+NOTHING = Landing((), ())
+
+
+def candidates(index: Index, new: Snapshot, text: bytes, *, strict_quant: bool = False) -> list[str]:
+    """Names `candidate_rows` offers for `new` with its text."""
+    row = index.row_of(new.name)
+    assert row is not None
+    return [index.name_at(int(r)) for r in candidate_rows(index, row, text,
+                                                            strict_quant=strict_quant)]
 
 
 def cont(n: int, text: bytes = C, **kw: object) -> Snapshot:
@@ -59,7 +108,6 @@ class TestSupersedes:
         old = cont(10_240)
         new = snapshot(C[:20_480], reason=reason)
         v = land(index_of(old, new), new, C[:20_480])
-        assert v.text_matches_name
         assert v.covered == (old.name,)
         assert superseded(v) == {old.name}
 
@@ -91,7 +139,6 @@ class TestSupersedes:
         new = cont(20_000)
         new = dataclasses.replace(new, name=new.name[:40].upper() + ".kv")
         v = land(index_of(old, new), new, C[:20_000])
-        assert v.text_matches_name
         assert superseded(v) == {old.name}
 
     def test_short_prefix_below_head_bytes_is_found(self) -> None:
@@ -102,21 +149,17 @@ class TestSupersedes:
 
     def test_spec_example_ladder(self) -> None:
         """Spec §4's example: 1-3 go as the next lands; 4 stays because 5 is an evict."""
-        index = Index()
+        core = Groomer(Rules())
         sizes = [10_240, 20_480, 30_720, 40_000]
         for i, n in enumerate(sizes):
-            s = cont(n)
-            index.put(s)
-            for d in land(index, s, C[:n]).superseded:
-                index.pop(d.name)
-            if i:
-                assert cont(sizes[i - 1]).name not in index
-        last = snapshot(C[:40_000] + b" and the tail", reason=Reason.EVICT)
-        index.put(last)
-        v = land(index, last, C[:40_000] + b" and the tail")
-        assert v.superseded == ()
-        assert v.covered == (cont(40_000).name,)
-        assert sorted(index.names) == sorted([cont(40_000).name, last.name])
+            step = core.landed(cont(n), OneText(cont(n).name, C[:n]), NOW)
+            assert [d.name for d in settle_all(core, step)] == (
+                [cont(sizes[i - 1]).name] if i else [])  # fmt: skip
+        text = C[:40_000] + b" and the tail"
+        last = snapshot(text, reason=Reason.EVICT)
+        assert core.landed(last, OneText(last.name, text), NOW).decisions == []
+        assert sorted(core.index.names) == sorted([cont(40_000).name, last.name])
+        assert core.index.get(cont(40_000).name).covered  # type: ignore[union-attr]
 
 
 class TestKept:
@@ -134,7 +177,7 @@ class TestKept:
         old = snapshot(diverged, reason=Reason.CONTINUED)
         new = cont(20_000)
         index = index_of(old, new)
-        assert [c.name for c in prefix_candidates(index, new, strict_quant=False)] == [old.name]
+        assert candidates(index, new, C[:20_000]) == [old.name]
         v = land(index, new, C[:20_000])
         assert v.covered == ()
         assert v.superseded == ()
@@ -170,7 +213,6 @@ class TestKept:
         olds = [cont(10_240), snapshot(C[:2048], reason=Reason.COLD)]
         new = snapshot(C[:20_000], reason=reason)
         v = land(index_of(*olds, new), new, C[:20_000])
-        assert v.text_matches_name
         assert set(v.covered) == {s.name for s in olds}
         assert v.superseded == ()
 
@@ -180,7 +222,7 @@ class TestKept:
         old = snapshot(C[:3000], reason=reason)
         new = cont(10_000)
         index = index_of(old, new)
-        assert prefix_candidates(index, new, strict_quant=False) == []
+        assert candidates(index, new, C[:10_000]) == []
         v = land(index, new, C[:10_000])
         assert (v.covered, v.superseded) == ((), ())
 
@@ -195,7 +237,8 @@ class TestKept:
         """An agent or unknown N has no candidates at all."""
         old = cont(3000)
         new = snapshot(C[:10_000], reason=reason)
-        assert prefix_candidates(index_of(old, new), new, strict_quant=False) == []
+        assert candidates(index_of(old, new), new, C[:10_000]) == []
+        assert land(index_of(old, new), new, C[:10_000]) == NOTHING
 
 
 class TestNeverItself:
@@ -203,26 +246,17 @@ class TestNeverItself:
         """N, indexed, is not among its own candidates."""
         new = cont(10_000)
         index = index_of(new)
-        assert prefix_candidates(index, new, strict_quant=False) == []
-        assert land(index, new, C[:10_000]) == Verdict(True, (), ())
-
-    def test_judge_never_supersedes_new_itself(self) -> None:
-        """Even handed N as a candidate, judge does not cover or supersede it."""
-        new = cont(10_000)
-        v = judge(new, C[:10_000], [new], now=NOW)
-        assert v.text_matches_name
-        assert v.covered == ()
-        assert v.superseded == ()
+        assert candidates(index, new, C[:10_000]) == []
+        assert land(index, new, C[:10_000]) == NOTHING
 
     def test_same_text_under_another_name_case_is_kept(self) -> None:
         """An equal-length twin (same text, upper-case hex name) is not a strict
-        prefix, so it is not superseded."""
+        prefix, so it is neither a candidate nor covered."""
         new = cont(10_000)
         twin = dataclasses.replace(cont(10_000), name=new.name[:40].upper() + ".kv")
         index = index_of(twin, new)
-        assert prefix_candidates(index, new, strict_quant=False) == []
-        v = judge(new, C[:10_000], [twin], now=NOW)
-        assert (v.covered, v.superseded) == ((), ())
+        assert candidates(index, new, C[:10_000]) == []
+        assert land(index, new, C[:10_000]) == NOTHING
 
     def test_equal_length_other_text_is_kept(self) -> None:
         """A continued of equal length but other text is kept."""
@@ -298,14 +332,14 @@ class TestTextMismatch:
         new = dataclasses.replace(cont(20_000), name=sha1_hex(b"other") + ".kv",
                                   sha=sha1_hex(b"other"))  # fmt: skip
         v = land(index_of(old, new), new, C[:20_000])
-        assert v == Verdict(False, (), ())
+        assert v == NOTHING
 
     def test_text_shorter_than_header_says_supersedes_nothing(self) -> None:
         """A text shorter than N's text_bytes (changed under us) proves nothing."""
         old = cont(10_000)
         new = cont(20_000)
         v = land(index_of(old, new), new, C[:15_000])
-        assert v == Verdict(False, (), ())
+        assert v == NOTHING
 
     def test_text_longer_than_header_uses_its_prefix(self) -> None:
         """Bytes past text_bytes (read too far) are ignored."""
@@ -314,54 +348,72 @@ class TestTextMismatch:
         assert superseded(land(index_of(old, new), new, C[:25_000])) == {old.name}
 
 
-class TestSweepPlan:
-    def test_longest_text_first_and_chain_reasons_only(self) -> None:
-        """sweep_plan lists snapshots with candidates, longest text first, chain reasons only."""
+def swept(snaps: list[Snapshot], texts: dict[str, bytes], *,
+          strict_quant: bool = False) -> tuple[Groomer, list[Decision]]:  # fmt: skip
+    """The core after a start-up sweep of `snaps`, and what it decided."""
+    disk = MemDisk(snaps, texts)
+    core = Groomer(Rules(strict_quant=strict_quant))
+    return core, settle_all(core, indexed(core, disk), disk)
+
+
+class TestSweep:
+    """The daemon's full pass (start-up, reconcile), through the core."""
+
+    def test_chain_reasons_only_and_longest_first(self) -> None:
+        """Only continued files go; each names the longest file that supersedes
+        it; agent and unknown entries are neither triggers nor candidates."""
         snaps = [
-            cont(1000), snapshot(C[:5000], reason=Reason.COLD),
+            cont(1000), cont(2000), snapshot(C[:5000], reason=Reason.COLD),
             snapshot(U[:3000], reason=Reason.EVICT), snapshot(U[:9000], reason=Reason.SHUTDOWN),
             snapshot(C[:7000], reason=Reason.AGENT_SESSION),
             snapshot(C[:8000], reason=Reason.AGENT_SYSTEM),
             snapshot(C[:6000], reason=Reason.UNKNOWN),
         ]  # fmt: skip
-        plan = sweep_plan(index_of(*snaps), strict_quant=False)
-        by_name = {s.name: s for s in snaps}
-        assert [by_name[n].header.text_bytes for n, _ in plan] == [9000, 5000]
-        assert [sorted(by_name[c].header.text_bytes for c in cands) for _, cands in plan] == [
-            [3000], [1000],
-        ]  # fmt: skip
+        texts = {s.name: (C if s.name != snaps[3].name and s.name != snaps[4].name else U)
+                 [: s.header.text_bytes] for s in snaps}  # fmt: skip
+        core, decided = swept(snaps, texts)
+        assert [(d.name, d.fields["superseded_by"]) for d in decided] == [
+            (cont(1000).name, snaps[2].sha), (cont(2000).name, snaps[2].sha)]
+        assert len(core.index) == len(snaps) - 2
 
     def test_empty_index(self) -> None:
-        """An empty index has nothing to sweep."""
-        assert sweep_plan(Index(), strict_quant=False) == []
+        """An empty directory has nothing to sweep."""
+        assert swept([], {})[1] == []
 
-    def test_plan_matches_per_snapshot_candidates(self) -> None:
-        """The bucketed plan offers each snapshot exactly what prefix_candidates does."""
+    @pytest.mark.parametrize("strict", [False, True])
+    def test_sweep_and_landing_find_the_same_prefixes(self, strict: bool) -> None:
+        """The sweep's proven pairs are exactly what each file's own landing
+        proves (one way to find supersession candidates)."""
         snaps = [cont(n) for n in (2000, 4000, 8000)] + [cont(n, U) for n in (3000, 6000)]
         snaps += [snapshot(C[:40], reason=Reason.CONTINUED), snapshot(U[:20], reason=Reason.COLD)]
-        snaps += [snapshot(C[:9000], reason=Reason.COLD, model_id=1)]
-        index = index_of(*snaps)
-        plan = dict(sweep_plan(index, strict_quant=True))
-        for s in snaps:
-            expected = {c.name for c in prefix_candidates(index, s, strict_quant=True)}
-            assert set(plan.get(s.name, ())) == expected
+        snaps += [snapshot(C[:9000], reason=Reason.COLD, model_id=1),
+                  snapshot(C[:9500], reason=Reason.EVICT, quant_bits=4)]  # fmt: skip
+        texts = {s.name: (U if s.name in {cont(3000, U).name, cont(6000, U).name,
+                                          snaps[6].name} else C)[: s.header.text_bytes]
+                 for s in snaps}  # fmt: skip
+        disk = MemDisk(snaps, texts)
+        core = Groomer(Rules(supersede=False, strict_quant=strict))
+        indexed(core, disk)
+        from kvgroomd.sim.groom import SimTexts  # noqa: PLC0415
 
-    def test_sweeping_longest_first_removes_every_redundant_continued(self) -> None:
-        """A full sweep (as groom does it) leaves one continued per chain, plus
-        the intentional checkpoints."""
+        pairs_n, pairs_o = core.prefix_pairs(SimTexts(disk))
+        names = core.index.names
+        by_sweep = {(names[n], names[o]) for n, o in zip(pairs_n.tolist(), pairs_o.tolist(), strict=True)}
+        by_landing = {(s.name, o) for s in snaps
+                      for o in land(index_of(*snaps), s, texts[s.name],
+                                    strict_quant=strict).covered}  # fmt: skip
+        assert by_sweep == by_landing
+        assert len(by_sweep) >= 8
+
+    def test_sweeping_removes_every_redundant_continued(self) -> None:
+        """A full sweep leaves one continued per chain, plus the intentional
+        checkpoints."""
         snaps = [cont(n) for n in (2000, 4000, 8000)] + [cont(n, U) for n in (3000, 6000)]
         snaps += [snapshot(C[:1000], reason=Reason.COLD), snapshot(U[:7000], reason=Reason.EVICT)]
         texts = {s.name: (C if s.header.text_bytes in (1000, 2000, 4000, 8000) else U)
                  [: s.header.text_bytes] for s in snaps}  # fmt: skip
-        index = index_of(*snaps)
-        for name, candidate_names in sweep_plan(index, strict_quant=False):
-            new = index.get(name)
-            if new is None:
-                continue
-            cands = [c for c in map(index.get, candidate_names) if c is not None]
-            for d in judge(new, texts[name], cands, now=T0).superseded:
-                index.pop(d.name)
-        kept = sorted(index.get(n).header.text_bytes for n in index)  # type: ignore[union-attr]
+        core, _ = swept(snaps, texts)
+        kept = sorted(core.index.get(n).header.text_bytes for n in core.index)  # type: ignore[union-attr]
         assert kept == [1000, 6000, 7000, 8000]
 
 
@@ -379,18 +431,6 @@ def probes_of(index: Index, texts: dict[str, bytes]) -> tuple[np.ndarray, np.nda
             rows.append(row)
             keys.append(k)
     return np.array(rows, dtype=np.int32), np.array(keys, dtype=np.uint64)
-
-
-def proven(index: Index, plan: list[tuple[str, tuple[str, ...]]],
-           texts: dict[str, bytes]) -> set[tuple[str, str]]:  # fmt: skip
-    """Every (N, O) the plan's candidates prove by SHA-1 (judge)."""
-    out = set()
-    for name, candidate_names in plan:
-        new = index.get(name)
-        assert new is not None
-        cands = [c for c in map(index.get, candidate_names) if c is not None]
-        out |= {(name, o) for o in judge(new, texts[name], cands, now=NOW).covered}
-    return out
 
 
 class TestSweepByProbes:
@@ -418,23 +458,43 @@ class TestSweepByProbes:
 
     @pytest.mark.parametrize("seed", range(6))
     @pytest.mark.parametrize("strict", [False, True])
-    def test_same_proofs_as_the_head_plan(self, seed: int, strict: bool) -> None:
-        """Both plans lead to the same proven (N, O) pairs, longest N first."""
+    def test_proves_exactly_the_true_pairs(self, seed: int, strict: bool) -> None:
+        """The join proves exactly the (N, O) pairs an oracle finds from the
+        texts themselves, longest N first, though every text shares a head."""
         snaps, texts = self.family(seed)
-        index = index_of(*snaps)
-        by_head = sweep_plan(index, strict_quant=strict)
-        by_probe = sweep_plan(index, strict_quant=strict, probes=probes_of(index, texts))
-        assert proven(index, by_probe, texts) == proven(index, by_head, texts)
-        lengths = [index.get(n).header.text_bytes for n, _ in by_probe]  # type: ignore[union-attr]
+        disk = MemDisk(snaps, texts)
+        core = Groomer(Rules(supersede=False, strict_quant=strict))
+        indexed(core, disk)
+        from kvgroomd.sim.groom import SimTexts  # noqa: PLC0415
+
+        pairs_n, pairs_o = core.prefix_pairs(SimTexts(disk))
+        names = core.index.names
+        got = {(names[n], names[o]) for n, o in zip(pairs_n.tolist(), pairs_o.tolist(), strict=True)}
+        chain = {int(r) for r in CHAIN_REASONS}
+
+        def stands_in(n: Snapshot, o: Snapshot) -> bool:
+            hn, ho = n.header, o.header
+            return (hn.model_id == ho.model_id and hn.ctx_size <= ho.ctx_size
+                    and (not strict or hn.quant_bits == ho.quant_bits)
+                    and hn.abi in (ABI_CURRENT, ho.abi))  # fmt: skip
+
+        want = {(n.name, o.name) for n in snaps for o in snaps
+                if int(n.header.reason) in chain and int(o.header.reason) in chain
+                and len(texts[o.name]) < len(texts[n.name])
+                and texts[n.name].startswith(texts[o.name]) and stands_in(n, o)}  # fmt: skip
+        assert got == want
+        lengths = [len(texts[names[n]]) for n in pairs_n.tolist()]
         assert lengths == sorted(lengths, reverse=True)
-        assert sum(map(len, (c for _, c in by_probe))) <= sum(map(len, (c for _, c in by_head)))
 
     def test_snapshots_without_keys_are_candidates_of_all(self) -> None:
         """A row put without its text keys (tail/bkey unknown) is never missed."""
         old, new = cont(3000), cont(9000)
         index = index_of(old, keyed(new, C[:9000]))
-        plan = sweep_plan(index, strict_quant=False, probes=probes_of(index, {new.name: C[:9000]}))
-        assert plan == [(new.name, (old.name,))]
+        n_rows, bounds, o_rows = sweep_pairs_flat(
+            index, probes_of(index, {new.name: C[:9000]}), strict_quant=False)
+        assert [index.name_at(int(r)) for r in n_rows] == [new.name]
+        assert [index.name_at(int(r)) for r in o_rows] == [old.name]
+        assert bounds.tolist() == [0, 1]
 
     def test_tail_filter_and_prefixes_of(self) -> None:
         """candidate_rows with the text drops candidates whose last bytes do
@@ -445,9 +505,9 @@ class TestSweepByProbes:
         o_false = keyed(snapshot(other, reason=Reason.CONTINUED), other)
         new = keyed(cont(2000, shared), shared)
         index = index_of(o_true, o_false, new)
-        rows = candidate_rows(index, new, strict_quant=False)
-        assert {index.name_at(int(r)) for r in rows} == {o_true.name, o_false.name}
-        rows = candidate_rows(index, new, strict_quant=False, text=shared)
+        row = index.row_of(new.name)
+        assert row is not None
+        rows = candidate_rows(index, row, shared, strict_quant=False)
         assert [index.name_at(int(r)) for r in rows] == [o_true.name]
         sha = bytes.fromhex
         shas = [sha(o_true.sha), sha(o_false.sha), sha(o_true.sha)]

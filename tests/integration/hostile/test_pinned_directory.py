@@ -15,8 +15,8 @@ import structlog
 
 from kvgroomd.config import Config
 from kvgroomd.core.evict import Budget, choose
-from kvgroomd.core.scoring import POLICIES
-from kvgroomd.daemon.groom import Groomer
+from kvgroomd.core.scoring import POLICIES, Clock
+from kvgroomd.daemon.groom import DiskGroomer
 from kvgroomd.daemon.pinned import EXIT_LOCKED, PinnedDir, Unpinned
 
 OLD = 1_700_000_000  # created long ago: nothing is protected as young
@@ -80,9 +80,9 @@ def test_the_deleter_stops_when_the_directory_moved_after_the_decision(tmp_path,
     cache, other = tmp_path / "kv", tmp_path / "other"
     mine = _fill(kit, cache, 4, "mine")
     theirs = _fill(kit, other, 4, "theirs")
-    g = Groomer(Config(cache_dir=cache), structlog.get_logger())
+    g = DiskGroomer(Config(cache_dir=cache), structlog.get_logger())
     g.reconcile(float(OLD + 10**6), startup=True)
-    decisions = choose(g.index, Budget(1, 0.9, 0), float(OLD + 10**6), POLICIES["prefill"])
+    decisions = choose(g.index, Budget(1, 0.9, 0), Clock(OLD + 10**6), POLICIES["prefill"])
     assert len(decisions) == 4
     os.rename(cache, tmp_path / "kv.old")
     other.rename(cache)  # same names, other files: a path-based deleter would hit them

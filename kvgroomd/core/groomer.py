@@ -1,0 +1,543 @@
+"""The decision core: what kvgroomd knows about one cache directory, and what it decides.
+
+Pure: facts in, decisions out, no I/O and no clock. The daemon
+(daemon/groom.py), `kvgroomd groom`, `ls`/`stats` and the simulator all drive
+this one class, so what the simulator predicts is what the daemon does.
+
+    event from the shell                  what the core does
+    landed(snap, texts, now)              index it; a new file supersedes by its text; budget
+    invalid(bad)                          forget it: a file the engine ignores is not counted
+    gone(name)                            forget it (the engine evicted or consumed it)
+    drift(listing) -> Drift               what a full listing says changed (the shell reads it)
+    rescanned(drift, loaded, texts, now)  repair, sweep supersession across everything, budget
+    tick(now)                             budget again (files age out of protection)
+    settle(decision, result)              what the deleter did with one decision
+
+Each event returns a `Step`: decisions to apply in order, and notes for the
+log. A decision leaves the index at once (it is *pending*), so the next
+choice already sees the room it frees; `settle` confirms it, puts the file
+back (the deleter failed) or forgets it (the file changed: the shell reads it
+again and reports a landing). In a dry run a decided file stays out of the
+index for as long as it is the very version judged, so a dry run decides
+what a real run would.
+
+Texts come from a `Texts` source the shell provides (files, or the
+simulator's memory): supersession is proven by SHA-1 over the longer text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from kvgroomd import events
+from kvgroomd.core.cleanup import TempFile
+from kvgroomd.core.cleanup import plan as cleanup_plan
+from kvgroomd.core.decision import Cause, Decision, Fingerprint, Result
+from kvgroomd.core.evict import Budget, choose
+from kvgroomd.core.facts import Invalid, Loaded
+from kvgroomd.core.headroom import Headroom
+from kvgroomd.core.index import (
+    Change,
+    Drift,
+    Index,
+    Listing,
+    Snapshot,
+    decide_rows,
+    drift,
+    same_file,
+    snapshot_of,
+)
+from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES, Clock
+from kvgroomd.core.supersede import (
+    CHAIN_REASONS,
+    candidate_rows,
+    prove,
+    superseding,
+    sweep_pairs_flat,
+)
+
+Rows = npt.NDArray[np.intp]
+_CHAIN_CODES = np.array([int(r) for r in CHAIN_REASONS])
+HEADROOM_SEED = 16  # the newest files of a scan stand in for the stores not seen
+SKEW_S = 60  # a header time this far ahead of ours is noted (once)
+
+
+class Texts(Protocol):
+    """Where the core gets texts: the daemon reads files, the simulator its memory."""
+
+    def text(self, snap: Snapshot) -> bytes | None:
+        """The whole text of `snap`, if the file is still that version."""
+
+    def texts(self, names: npt.NDArray[np.bytes_],
+              lengths: npt.NDArray[np.integer[Any]]) -> Iterator[bytes | None]:  # fmt: skip
+        """`lengths[i]` text bytes of each file, in order (None: gone or short).
+        Callers prove what a text is by its SHA-1, so no version check."""
+
+    def heads(self, names: npt.NDArray[np.bytes_]) -> Loaded:
+        """Headers and text heads of many files again (their prefix probes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What the core is told by the configuration (config.Config.rules())."""
+
+    supersede: bool = True
+    strict_quant: bool = False  # the engine runs with --kv-cache-reject-different-quant
+    budget: int | None = None  # a cap on usage, bytes
+    engine_budget: int | None = None  # the engine's --kv-disk-space-mb, bytes
+    low_watermark: float = 0.9
+    protect_new: float = 120.0
+    policy: str = DEFAULT_POLICY
+    policy_params: Mapping[str, float] = field(default_factory=dict)
+    dry_run: bool = False
+    orphan_temps: bool = False
+    orphan_temp_age: float = 3600.0
+    stale_format: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A fact for the log: an event name (events.py), its level and fields.
+    A `name` field is a file name in the directory (the shell adds its path)."""
+
+    event: str
+    level: str  # debug | info | warning
+    fields: dict[str, Any]
+
+
+@dataclass
+class Step:
+    """What one event leads to: notes to log first, then decisions to apply
+    in order (settling each before the next)."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+
+    def __iadd__(self, other: Step) -> Step:
+        self.decisions += other.decisions
+        self.notes += other.notes
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Repairs:
+    """What a rescan found different from the index."""
+
+    added: int
+    changed: int
+    gone: int
+
+    @property
+    def total(self) -> int:
+        """Every repair."""
+        return self.added + self.changed + self.gone
+
+
+class Groomer:
+    """The index of one cache directory and the policy applied to it."""
+
+    def __init__(self, rules: Rules) -> None:
+        if rules.policy not in POLICIES:
+            raise ValueError(f"unknown policy {rules.policy!r} (known: {', '.join(POLICIES)})")
+        self.rules = rules
+        self.index = Index()
+        # The cache's own clock: bytes landed so far. Policies measure a
+        # file's idleness in it, so the pace of the traffic does not matter.
+        self.activity = 0
+        self.headroom = Headroom()
+        self.invalid: dict[str, tuple[tuple[int, int, int] | None, str]] = {}
+        self._pending: dict[str, Snapshot | None] = {}  # decided, not yet settled
+        self._pending_bytes = 0
+        self._held: dict[str, Fingerprint] = {}  # dry run: judged versions kept out
+        self._swept = -1  # index generation at the end of the last sweep
+        self._unreachable: str | None = None  # why usage stays over the limit, once noted
+        self._failed = 0  # unlinks that failed since the budget was last reached
+        self._skewed = False  # a header time ahead of ours was noted
+
+    # -- what the shell asks ---------------------------------------------------
+
+    @property
+    def usage(self) -> int:
+        """Bytes on disk as the core believes: indexed plus decided, not yet settled."""
+        return self.index.total_bytes + self._pending_bytes
+
+    def limit(self) -> int | None:
+        """The usage budget eviction keeps below: the configured cap, and the
+        engine's budget less the room its next store needs."""
+        caps = [] if self.rules.budget is None else [self.rules.budget]
+        if self.rules.engine_budget is not None:
+            caps.append(max(self.rules.engine_budget - self.headroom.need(), 0))
+        return min(caps) if caps else None
+
+    def clock(self, now: float) -> Clock:
+        """The policy's view of time."""
+        return Clock(now, self.activity)
+
+    @property
+    def held(self) -> dict[str, Fingerprint]:
+        """Dry run: the files judged (would be unlinked), by the version judged."""
+        return dict(self._held)
+
+    @property
+    def needs_stat(self) -> bool:
+        """Whether a listing must carry fingerprints. With nothing indexed or
+        held every listed name is new, and reading a file fstat()s it anyway."""
+        return bool(len(self.index) or self._held or self._pending)
+
+    def reconfigure(self, rules: Rules) -> None:
+        """New rules (a reload). Files a dry run held out come back at the next
+        rescan once the dry run is over (they were never deleted)."""
+        if rules.policy not in POLICIES:
+            raise ValueError(f"unknown policy {rules.policy!r} (known: {', '.join(POLICIES)})")
+        if self.rules.dry_run and not rules.dry_run:
+            self._held.clear()
+        self.rules = rules
+        self._unreachable = None
+
+    # -- events ------------------------------------------------------------------
+
+    def landed(self, snap: Snapshot, texts: Texts, now: float, *, budget: bool = True) -> Step:
+        """`snap` appeared, was replaced or was rewritten in place. `budget`:
+        False when the shell reads a file again after the deleter found it
+        changed (the budget is looked at again with the next event, not in a
+        loop over a file that keeps changing)."""
+        step = Step()
+        if self._held.get(snap.name) == snap.seen:
+            return step  # dry run: this very version was judged already
+        self._held.pop(snap.name, None)
+        self.invalid.pop(snap.name, None)
+        change, snap = self._put(snap, now, step)
+        if change in (Change.ADDED, Change.REPLACED):
+            self.headroom.landed(snap.size)
+            if self.rules.supersede:
+                step += self._supersede_by(snap, texts, now)
+        if budget:
+            step += self._budget(now)
+        return step
+
+    def invalid_file(self, bad: Invalid) -> Step:
+        """A snapshot-named file the engine would not load: never counted,
+        never decided on; noted once per version of it."""
+        step = Step()
+        self.index.pop(bad.name)  # a snapshot damaged in place no longer counts
+        self._held.pop(bad.name, None)
+        version = (bad.seen.dev, bad.seen.ino, bad.seen.size) if bad.seen else None
+        if self.invalid.get(bad.name) != (version, bad.why):
+            self.invalid[bad.name] = (version, bad.why)
+            step.notes.append(Note(events.INVALID, "warning", {
+                "name": bad.name, "why": bad.why, "detail": bad.detail,
+                "size": bad.seen.size if bad.seen else None}))  # fmt: skip
+        return step
+
+    def gone(self, name: str) -> Step:
+        """`name` left the directory, not by our decision (engine eviction or consume)."""
+        step = Step()
+        self.invalid.pop(name, None)
+        self._held.pop(name, None)
+        if (old := self.index.pop(name)) is not None:
+            step.notes.append(Note(events.REMOVED, "info", {
+                "name": name, "sha": old.sha, "reason": old.header.reason.label,
+                "size": old.size, "dir_bytes": self.usage}))  # fmt: skip
+        return step
+
+    def tick(self, now: float) -> Step:
+        """Time passed: files may have aged out of protection."""
+        return self._budget(now)
+
+    def drift(self, listing: Listing) -> Drift:
+        """How a full listing differs from the index. Versions a dry run
+        judged count as absent while unchanged."""
+        if self._held:
+            keep = np.ones(len(listing.names), dtype=bool)
+            listed = {}
+            for i, b in enumerate(listing.names.tolist()):
+                name = b.decode()
+                if name in self._held:
+                    listed[name] = Fingerprint(int(listing.dev[i]), int(listing.ino[i]),
+                                               int(listing.size[i]), int(listing.mtime_ns[i]))
+                    keep[i] = listed[name] != self._held[name]
+            for name in [n for n in self._held if listed.get(n) != self._held[n]]:
+                del self._held[name]  # gone or changed: the engine's business again
+            listing = listing.without(keep)
+        return drift(self.index, listing)
+
+    def rescanned(
+        self, d: Drift, loaded: Loaded, texts: Texts, now: float, *,
+        temps: tuple[TempFile, ...] = (), quiet: bool = False,
+        listed: npt.NDArray[np.bytes_] | None = None,
+    ) -> tuple[Step, Repairs]:  # fmt: skip
+        """Repair what a listing found (`d`; `loaded` is what was read of its
+        added and changed names), then apply every rule across the directory:
+        leak cleanup, a supersession sweep, the budget. `quiet`: no note per
+        file added (a start-up scan). `listed`: every snapshot name listed,
+        to forget invalid files that are gone."""
+        step = Step()
+        fresh = len(self.index) == 0
+        for name in d.gone:
+            step += self.gone(name)
+        for name in loaded.gone:
+            step += self.gone(name)
+        for bad in loaded.invalid:
+            step += self.invalid_file(bad)
+        rows, keys, valid_at = self._index_loaded(loaded, now, quiet=quiet, step=step)
+        if listed is not None and self.invalid:
+            names = {n.decode() for n in listed.tolist()}
+            for name in [n for n in self.invalid if n not in names]:
+                del self.invalid[name]
+        added = int((self.index.rows_of(d.added) >= 0).sum()) if len(d.added) else 0
+        repairs = Repairs(added, len(d.changed), len(d.gone))
+        step.decisions += self._hold(cleanup_plan(
+            temps, self.index, now, orphans=self.rules.orphan_temps,
+            orphan_age=self.rules.orphan_temp_age, stale=self.rules.stale_format))  # fmt: skip
+        # Nothing added, replaced or removed since the last sweep: it would
+        # find nothing new (and would read every text's head to know).
+        if self.rules.supersede and self.index.generation != self._swept:
+            # The probes of what was just read name rows: complete when the
+            # index held nothing else, and valid while no row has moved.
+            complete = fresh and self.index.generation == valid_at
+            step += self.sweep(texts, now, (rows, keys) if complete else None)
+        step += self._budget(now)
+        return step, repairs
+
+    def sweep(self, texts: Texts, now: float,
+              probes: tuple[Rows, npt.NDArray[np.uint32]] | None = None) -> Step:  # fmt: skip
+        """Apply the supersession rule across everything indexed (arrivals out
+        of order, files that landed while nobody watched). Without `probes`
+        the heads of the indexed texts are read again to get them."""
+        index = self.index
+        pairs_n, pairs_o = self.prefix_pairs(texts, probes)
+        cols = index.columns()
+        # Covered flags go on before any decision moves a row; a file whose
+        # longer twin is superseded stays covered by what superseded the twin
+        # (its pair is proven too: prefixes and compatibility are transitive).
+        covered = np.zeros(len(index), dtype=bool)
+        covered[pairs_o] = True
+        index.set_column("covered", np.arange(len(index)), covered)
+        go = superseding(cols, pairs_n, pairs_o)
+        step = Step()
+        if go.any():
+            # Longest N first, as the pairs come; each O goes once, naming the
+            # longest file that supersedes it.
+            olds, first = np.unique(pairs_o[go], return_index=True)
+            by = pairs_n[go][first]
+            order = np.argsort(first, kind="stable")
+            step.decisions += self._decide(olds[order], by[order], now)
+        self._swept = index.generation
+        return step
+
+    def prefix_pairs(self, texts: Texts,
+                     probes: tuple[Rows, npt.NDArray[np.uint32]] | None = None,
+                     ) -> tuple[Rows, Rows]:  # fmt: skip
+        """Every proven (N row, O row) pair of the index: O's text is a strict
+        prefix of N's and N can stand in for O. Longest N first, then O by row.
+        What a sweep acts on, and what `ls` shows as chains."""
+        if probes is None:
+            probes = self._probes(texts)
+        n_rows, bounds, o_rows = sweep_pairs_flat(self.index, probes,
+                                                  strict_quant=self.rules.strict_quant)
+        cols = self.index.columns()
+        n_texts = texts.texts(self.index.names_array(n_rows), cols["text_bytes"][n_rows])
+        proven = prove(cols, n_rows, bounds, o_rows, n_texts)
+        return np.repeat(n_rows, np.diff(bounds))[proven], o_rows[proven]
+
+    def settle(self, d: Decision, result: Result) -> list[Note]:
+        """What the deleter did with `d`; notes to log. After CHANGED or
+        REFUSED the shell reads the file again and reports what it finds."""
+        snap = self._pending.pop(d.name, None)
+        if snap is not None:
+            self._pending_bytes -= snap.size
+        if result in (Result.UNLINKED, Result.GONE, Result.WOULD_UNLINK):
+            self.index.pop(d.name)  # already out if the core decided it; a no-op then
+        if result is Result.WOULD_UNLINK:
+            self._held[d.name] = d.seen
+        elif result in (Result.CHANGED, Result.REFUSED):
+            self._swept = -1  # judge it again at the next sweep
+        elif result is Result.FAILED:
+            self._failed += 1
+            self._swept = -1
+            if snap is not None:
+                self.index.put(snap)  # still there: counted, and tried again later
+            return self._unreachable_note(self.limit())
+        return []
+
+    def abandon(self, decisions: list[Decision]) -> None:
+        """Decisions that were never carried out (the pass stopped): their
+        files are still there, counted as before."""
+        for d in decisions:
+            snap = self._pending.pop(d.name, None)
+            if snap is not None:
+                self._pending_bytes -= snap.size
+                self.index.put(snap)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _put(self, snap: Snapshot, now: float, step: Step) -> tuple[Change, Snapshot]:
+        """Index one snapshot with its activity stamp; note what changed."""
+        index = self.index
+        row = index.row_of(snap.name)
+        seen_at = int(now)
+        cols = index.columns()
+        if row is None or not same_file(cols[row], snap):
+            self.activity += snap.size  # a store: the cache's clock moves
+            act = self.activity
+        else:
+            old = cols[row]
+            seen_at = int(old["seen_at"])
+            # A hit rewrites hits in place: a use. Anything else keeps the stamp.
+            act = self.activity if snap.header.hits > old["hits"] else int(old["act"])
+        snap = replace(snap, act=act, seen_at=seen_at)
+        change = index.put(snap)
+        self._note_skew(snap.header.created_at, now, step)
+        if change is Change.ADDED or change is Change.REPLACED:
+            step.notes.append(Note(events.ADDED if change is Change.ADDED else events.REPLACED,
+                                   "info", self._fields(snap)))  # fmt: skip
+        elif change is Change.UPDATED:
+            step.notes.append(Note(events.UPDATED, "debug", self._fields(snap)))
+        return change, snap
+
+    def _note_skew(self, created_at: int, now: float, step: Step) -> None:
+        if created_at > now + SKEW_S and not self._skewed:
+            self._skewed = True
+            step.notes.append(Note(events.CLOCK_SKEW, "warning", {
+                "created_at": created_at, "now": int(now),
+                "action": "its age counts from when kvgroomd first saw it"}))  # fmt: skip
+
+    def _fields(self, s: Snapshot) -> dict[str, Any]:
+        h = s.header
+        return {"name": s.name, "sha": s.sha, "reason": h.reason.label, "tokens": h.tokens,
+                "hits": h.hits, "size": s.size, "model_id": h.model_id,
+                "quant_bits": h.quant_bits, "ctx_size": h.ctx_size, "abi": h.abi,
+                "dir_bytes": self.usage}  # fmt: skip
+
+    def _index_loaded(self, loaded: Loaded, now: float, *, quiet: bool,
+                      step: Step) -> tuple[Rows, npt.NDArray[np.uint32], int]:  # fmt: skip
+        """Put what a bulk read found into the index. Returns the prefix
+        probes of the rows appended (index rows, keys) and the index
+        generation they are valid at."""
+        rows, names = loaded.rows, loaded.names
+        take = np.ones(len(rows), dtype=bool)
+        if self._held:  # dry run: a version already judged stays out
+            for j, b in enumerate(names.tolist()):
+                fp = self._held.get(b.decode())
+                if fp is not None and fp == Fingerprint(*(int(rows[f][j]) for f in
+                                                          ("dev", "ino", "size", "mtime_ns"))):
+                    take[j] = False
+        new = take & (self.index.rows_of(names) < 0) if len(self.index) else take
+        for j in np.flatnonzero(take & ~new).tolist():  # known names: one by one
+            self._put(snapshot_of(names[j].decode(), rows[j]), now, step)
+        fresh = np.flatnonzero(new)
+        if self.invalid:
+            for b in names[fresh].tolist():
+                self.invalid.pop(b.decode(), None)
+        base = len(self.index)
+        added = rows[fresh].copy()
+        # Stamps in the order the files were last used, as if they had landed
+        # so: the activity clock of a directory kvgroomd did not watch.
+        last = np.where(added["last_used"] > 0, added["last_used"], added["created_at"])
+        order = np.lexsort((added["created_at"], last))
+        stamps = np.empty(len(added), dtype=np.uint64)
+        stamps[order] = self.activity + np.cumsum(added["size"][order].astype(np.int64))
+        added["act"] = stamps
+        added["seen_at"] = int(now)
+        self.activity += int(added["size"].sum())
+        self.headroom.seed(added["size"][order][-HEADROOM_SEED:].tolist())
+        self.index.put_many(added, names[fresh])
+        for created in added["created_at"][added["created_at"] > now + SKEW_S][:1].tolist():
+            self._note_skew(created, now, step)
+        if not quiet:
+            for k in range(len(fresh)):
+                s = self.index.at(base + k)
+                step.notes.append(Note(events.ADDED, "info", self._fields(s)))
+        where = np.full(len(rows), -1, dtype=np.intp)
+        where[fresh] = base + np.arange(len(fresh))
+        at = where[loaded.probe_rows]
+        keep = at >= 0
+        return at[keep], loaded.probe_keys[keep], self.index.generation
+
+    def _probes(self, texts: Texts) -> tuple[Rows, npt.NDArray[np.uint32]]:
+        """Prefix probes of every indexed chain snapshot, from a fresh read of
+        each file's head (a file replaced since it was indexed gives none)."""
+        cols = self.index.columns()
+        rows = np.flatnonzero(np.isin(cols["reason"], _CHAIN_CODES))
+        loaded = texts.heads(self.index.names_array(rows))
+        cols = self.index.columns()
+        at = self.index.rows_of(loaded.names)
+        same = at >= 0
+        same[same] = ((cols["dev"][at[same]] == loaded.rows["dev"][same])
+                      & (cols["ino"][at[same]] == loaded.rows["ino"][same]))  # fmt: skip
+        keep = same[loaded.probe_rows]
+        return at[loaded.probe_rows[keep]], loaded.probe_keys[keep]
+
+    def _supersede_by(self, new: Snapshot, texts: Texts, now: float) -> Step:
+        """Prove which indexed files `new`'s text strictly extends; decide the
+        superseded ones."""
+        step = Step()
+        if new.header.reason not in CHAIN_REASONS:
+            return step
+        text = texts.text(new)
+        row = self.index.row_of(new.name)
+        if text is None or row is None:
+            return step  # changed or gone under us; its own event follows
+        cands = candidate_rows(self.index, row, text, strict_quant=self.rules.strict_quant)
+        if not len(cands):
+            return step
+        cols = self.index.columns()
+        proven = prove(cols, np.array([row]), np.array([0, len(cands)]), cands, [text])
+        covered = cands[proven]
+        self.index.set_column("covered", covered, True)
+        go = covered[superseding(cols, np.full(len(covered), row), covered)]
+        step.decisions += self._decide(go, np.full(len(go), row), now)
+        return step
+
+    def _decide(self, olds: Rows, by: Rows, now: float) -> list[Decision]:
+        """Supersession decisions for rows `olds`, each superseded by row `by[i]`."""
+        cols = self.index.columns()
+        by_sha = [n[:40].lower() for n in self.index.names_at(by)]
+        decisions = decide_rows(self.index, olds, Cause.SUPERSEDED, now,
+                                superseded_by=np.array(by_sha),
+                                superseded_by_tokens=cols["tokens"][by])  # fmt: skip
+        return self._hold(decisions)
+
+    def _hold(self, decisions: list[Decision]) -> list[Decision]:
+        """Take decided files out of the index until the deleter settles them."""
+        for d in decisions:
+            snap = self.index.pop(d.name)
+            self._pending[d.name] = snap
+            if snap is not None:
+                self._pending_bytes += snap.size
+        return decisions
+
+    def _budget(self, now: float) -> Step:
+        """Evict by policy while usage is over the limit."""
+        step = Step()
+        limit = self.limit()
+        if limit is None or self.index.total_bytes <= limit:
+            self._unreachable = None
+            self._failed = 0
+            return step
+        budget = Budget(limit, self.rules.low_watermark, self.rules.protect_new)
+        step.decisions += self._hold(choose(self.index, budget, self.clock(now),
+                                            POLICIES[self.rules.policy],
+                                            self.rules.policy_params))  # fmt: skip
+        step.notes += self._unreachable_note(limit)
+        return step
+
+    def _unreachable_note(self, limit: int | None) -> list[Note]:
+        """Usage stays over the limit after every choice: say why, once per
+        episode (every event runs the budget while, say, a burst of young
+        files holds usage up: one line says so, not one per event)."""
+        if limit is None or self.index.total_bytes <= limit:
+            return []
+        why = ("unlinks failed (see snapshot.unlink_failed)" if self._failed
+               else "the rest is protected (young, agent or unknown reason)")  # fmt: skip
+        if why == self._unreachable:
+            return []
+        self._unreachable = why
+        return [Note(events.BUDGET_UNREACHABLE, "warning", {
+            "dir_bytes": self.index.total_bytes, "budget": limit, "why": why})]  # fmt: skip
+
