@@ -117,6 +117,14 @@ class DaemonProcess:
         return code
 
 
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition on the directory (the daemon acts asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
 def write_config(path: Path, **values: Any) -> Path:
     """Write a YAML config (JSON log, fast reconcile unless given)."""
     values.setdefault("log", {"format": "json", "level": "debug"})

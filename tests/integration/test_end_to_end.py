@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from kvgroomd.format.header import Reason
 from kvgroomd.testing.engine import Engine, conversation, ladder
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll a condition on the directory (the daemon acts asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
+from tests.integration.conftest import wait_until
 
 
 class TestLadder:
