@@ -27,32 +27,24 @@ simulator's memory): supersession is proven by SHA-1 over the longer text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kvgroomd import events
+from kvgroomd.core._ledger import Ledger
 from kvgroomd.core.cleanup import TempFile
 from kvgroomd.core.cleanup import plan as cleanup_plan
 from kvgroomd.core.decision import Cause, Decision, Fingerprint, Result
+from kvgroomd.core.drift import Drift, Listing, drift
 from kvgroomd.core.evict import Budget, choose
 from kvgroomd.core.facts import Invalid, Loaded
 from kvgroomd.core.headroom import Headroom
-from kvgroomd.core.index import (
-    Change,
-    Drift,
-    Index,
-    Listing,
-    Snapshot,
-    decide_rows,
-    drift,
-    same_file,
-    snapshot_of,
-)
-from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES, Clock
+from kvgroomd.core.index import Change, Index, Snapshot, decide_rows, same_file, snapshot_of
+from kvgroomd.core.scoring import POLICIES, Clock
+from kvgroomd.core.steps import Note, Repairs, Rules, Step, Texts
 from kvgroomd.core.supersede import (
     CHAIN_REASONS,
     candidate_rows,
@@ -61,81 +53,12 @@ from kvgroomd.core.supersede import (
     sweep_pairs_flat,
 )
 
+__all__ = ["Groomer", "Note", "Repairs", "Rules", "Step", "Texts"]
+
 Rows = npt.NDArray[np.intp]
 _CHAIN_CODES = np.array([int(r) for r in CHAIN_REASONS])
 HEADROOM_SEED = 16  # the newest files of a scan stand in for the stores not seen
 SKEW_S = 60  # a header time this far ahead of ours is noted (once)
-
-
-class Texts(Protocol):
-    """Where the core gets texts: the daemon reads files, the simulator its memory."""
-
-    def text(self, snap: Snapshot) -> bytes | None:
-        """The whole text of `snap`, if the file is still that version."""
-
-    def texts(self, names: npt.NDArray[np.bytes_],
-              lengths: npt.NDArray[np.integer[Any]]) -> Iterator[bytes | None]:  # fmt: skip
-        """`lengths[i]` text bytes of each file, in order (None: gone or short).
-        Callers prove what a text is by its SHA-1, so no version check."""
-
-    def heads(self, names: npt.NDArray[np.bytes_]) -> Loaded:
-        """Headers and text heads of many files again (their prefix probes)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """What the core is told by the configuration (config.Config.rules())."""
-
-    supersede: bool = True
-    strict_quant: bool = False  # the engine runs with --kv-cache-reject-different-quant
-    budget: int | None = None  # a cap on usage, bytes
-    engine_budget: int | None = None  # the engine's --kv-disk-space-mb, bytes
-    low_watermark: float = 0.9
-    protect_new: float = 120.0
-    policy: str = DEFAULT_POLICY
-    policy_params: Mapping[str, float] = field(default_factory=dict)
-    dry_run: bool = False
-    orphan_temps: bool = False
-    orphan_temp_age: float = 3600.0
-    stale_format: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """A fact for the log: an event name (events.py), its level and fields.
-    A `name` field is a file name in the directory (the shell adds its path)."""
-
-    event: str
-    level: str  # debug | info | warning
-    fields: dict[str, Any]
-
-
-@dataclass
-class Step:
-    """What one event leads to: notes to log first, then decisions to apply
-    in order (settling each before the next)."""
-
-    decisions: list[Decision] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)
-
-    def __iadd__(self, other: Step) -> Step:
-        self.decisions += other.decisions
-        self.notes += other.notes
-        return self
-
-
-@dataclass(frozen=True, slots=True)
-class Repairs:
-    """What a rescan found different from the index."""
-
-    added: int
-    changed: int
-    gone: int
-
-    @property
-    def total(self) -> int:
-        """Every repair."""
-        return self.added + self.changed + self.gone
 
 
 class Groomer:
@@ -151,9 +74,7 @@ class Groomer:
         self.activity = 0
         self.headroom = Headroom()
         self.invalid: dict[str, tuple[tuple[int, int, int] | None, str]] = {}
-        self._pending: dict[str, Snapshot | None] = {}  # decided, not yet settled
-        self._pending_bytes = 0
-        self._held: dict[str, Fingerprint] = {}  # dry run: judged versions kept out
+        self.ledger = Ledger()  # decisions in flight; a dry run's judged versions
         self._swept = -1  # index generation at the end of the last sweep
         self._unreachable: str | None = None  # why usage stays over the limit, once noted
         self._failed = 0  # unlinks that failed since the budget was last reached
@@ -164,7 +85,7 @@ class Groomer:
     @property
     def usage(self) -> int:
         """Bytes on disk as the core believes: indexed plus decided, not yet settled."""
-        return self.index.total_bytes + self._pending_bytes
+        return self.index.total_bytes + self.ledger.pending_bytes
 
     def limit(self) -> int | None:
         """The usage budget eviction keeps below: the configured cap, and the
@@ -181,13 +102,13 @@ class Groomer:
     @property
     def held(self) -> dict[str, Fingerprint]:
         """Dry run: the files judged (would be unlinked), by the version judged."""
-        return dict(self._held)
+        return dict(self.ledger.held)
 
     @property
     def needs_stat(self) -> bool:
         """Whether a listing must carry fingerprints. With nothing indexed or
         held every listed name is new, and reading a file fstat()s it anyway."""
-        return bool(len(self.index) or self._held or self._pending)
+        return bool(len(self.index) or self.ledger)
 
     def reconfigure(self, rules: Rules) -> None:
         """New rules (a reload). Files a dry run held out come back at the next
@@ -195,7 +116,7 @@ class Groomer:
         if rules.policy not in POLICIES:
             raise ValueError(f"unknown policy {rules.policy!r} (known: {', '.join(POLICIES)})")
         if self.rules.dry_run and not rules.dry_run:
-            self._held.clear()
+            self.ledger.held.clear()
         self.rules = rules
         self._unreachable = None
 
@@ -207,9 +128,9 @@ class Groomer:
         changed (the budget is looked at again with the next event, not in a
         loop over a file that keeps changing)."""
         step = Step()
-        if self._held.get(snap.name) == snap.seen:
+        if self.ledger.judged(snap.name, snap.seen):
             return step  # dry run: this very version was judged already
-        self._held.pop(snap.name, None)
+        self.ledger.held.pop(snap.name, None)
         self.invalid.pop(snap.name, None)
         change, snap = self._put(snap, now, step)
         if change in (Change.ADDED, Change.REPLACED):
@@ -225,7 +146,7 @@ class Groomer:
         never decided on; noted once per version of it."""
         step = Step()
         self.index.pop(bad.name)  # a snapshot damaged in place no longer counts
-        self._held.pop(bad.name, None)
+        self.ledger.held.pop(bad.name, None)
         version = (bad.seen.dev, bad.seen.ino, bad.seen.size) if bad.seen else None
         if self.invalid.get(bad.name) != (version, bad.why):
             self.invalid[bad.name] = (version, bad.why)
@@ -238,7 +159,7 @@ class Groomer:
         """`name` left the directory, not by our decision (engine eviction or consume)."""
         step = Step()
         self.invalid.pop(name, None)
-        self._held.pop(name, None)
+        self.ledger.held.pop(name, None)
         if (old := self.index.pop(name)) is not None:
             step.notes.append(Note(events.REMOVED, "info", {
                 "name": name, "sha": old.sha, "reason": old.header.reason.label,
@@ -252,19 +173,7 @@ class Groomer:
     def drift(self, listing: Listing) -> Drift:
         """How a full listing differs from the index. Versions a dry run
         judged count as absent while unchanged."""
-        if self._held:
-            keep = np.ones(len(listing.names), dtype=bool)
-            listed = {}
-            for i, b in enumerate(listing.names.tolist()):
-                name = b.decode()
-                if name in self._held:
-                    listed[name] = Fingerprint(int(listing.dev[i]), int(listing.ino[i]),
-                                               int(listing.size[i]), int(listing.mtime_ns[i]))
-                    keep[i] = listed[name] != self._held[name]
-            for name in [n for n in self._held if listed.get(n) != self._held[n]]:
-                del self._held[name]  # gone or changed: the engine's business again
-            listing = listing.without(keep)
-        return drift(self.index, listing)
+        return drift(self.index, self.ledger.held_in(listing))
 
     def rescanned(
         self, d: Drift, loaded: Loaded, texts: Texts, now: float, *,
@@ -348,13 +257,11 @@ class Groomer:
     def settle(self, d: Decision, result: Result) -> list[Note]:
         """What the deleter did with `d`; notes to log. After CHANGED or
         REFUSED the shell reads the file again and reports what it finds."""
-        snap = self._pending.pop(d.name, None)
-        if snap is not None:
-            self._pending_bytes -= snap.size
+        snap = self.ledger.release(d.name)
         if result in (Result.UNLINKED, Result.GONE, Result.WOULD_UNLINK):
             self.index.pop(d.name)  # already out if the core decided it; a no-op then
         if result is Result.WOULD_UNLINK:
-            self._held[d.name] = d.seen
+            self.ledger.held[d.name] = d.seen
         elif result in (Result.CHANGED, Result.REFUSED):
             self._swept = -1  # judge it again at the next sweep
         elif result is Result.FAILED:
@@ -369,9 +276,8 @@ class Groomer:
         """Decisions that were never carried out (the pass stopped): their
         files are still there, counted as before."""
         for d in decisions:
-            snap = self._pending.pop(d.name, None)
+            snap = self.ledger.release(d.name)
             if snap is not None:
-                self._pending_bytes -= snap.size
                 self.index.put(snap)
 
     # -- internals ---------------------------------------------------------------
@@ -420,13 +326,7 @@ class Groomer:
         probes of the rows appended (index rows, keys) and the index
         generation they are valid at."""
         rows, names = loaded.rows, loaded.names
-        take = np.ones(len(rows), dtype=bool)
-        if self._held:  # dry run: a version already judged stays out
-            for j, b in enumerate(names.tolist()):
-                fp = self._held.get(b.decode())
-                if fp is not None and fp == Fingerprint(*(int(rows[f][j]) for f in
-                                                          ("dev", "ino", "size", "mtime_ns"))):
-                    take[j] = False
+        take = self.ledger.not_held(rows, names)  # dry run: a judged version stays out
         new = take & (self.index.rows_of(names) < 0) if len(self.index) else take
         for j in np.flatnonzero(take & ~new).tolist():  # known names: one by one
             self._put(snapshot_of(names[j].decode(), rows[j]), now, step)
@@ -504,13 +404,7 @@ class Groomer:
         return self._hold(decisions)
 
     def _hold(self, decisions: list[Decision]) -> list[Decision]:
-        """Take decided files out of the index until the deleter settles them."""
-        for d in decisions:
-            snap = self.index.pop(d.name)
-            self._pending[d.name] = snap
-            if snap is not None:
-                self._pending_bytes += snap.size
-        return decisions
+        return self.ledger.hold(self.index, decisions)
 
     def _budget(self, now: float) -> Step:
         """Evict by policy while usage is over the limit."""

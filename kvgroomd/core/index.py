@@ -18,13 +18,15 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from kvgroomd.core._names import HEXDIGITS, NAME, names_array, parse_names, sha_of
 from kvgroomd.core._table import ShaTable, table_size
 from kvgroomd.core.decision import Cause, Decision, Fingerprint
 from kvgroomd.format.header import Header, Reason
 from kvgroomd.format.prefix import HEAD_BYTES, SHORT_HEAD, text_keys
 
-__all__ = ["HEAD_BYTES", "NAME", "ROW", "SHORT_HEAD", "Change", "Columns", "Drift", "Index",
-           "Snapshot", "decide", "decide_rows", "drift", "head_key"]  # fmt: skip
+__all__ = ["HEAD_BYTES", "NAME", "ROW", "SHORT_HEAD", "Change", "Columns", "Index", "Snapshot",
+           "decide", "decide_rows", "head_key", "names_array", "parse_names",
+           "snapshot_of"]  # fmt: skip
 
 # Rows carry each file's SHA-1 (which is its name), so the index keeps no
 # Python object per entry: a name is rebuilt from its row when asked for.
@@ -124,17 +126,6 @@ class Change(Enum):
     UNCHANGED = "unchanged"
 
 
-def sha_of(name: str) -> bytes | None:
-    """The 20 SHA-1 bytes a `<40 hex>.kv` name carries (either case), else None."""
-    if len(name) != 43 or not name.endswith(".kv"):
-        return None
-    try:
-        sha = bytes.fromhex(name[:40])
-    except ValueError:
-        return None
-    return sha if len(sha) == 20 else None  # fromhex skips whitespace
-
-
 def _record(s: Snapshot, sha: bytes) -> dict[str, Any]:
     """The ROW fields of `s`, by name."""
     h = s.header
@@ -205,43 +196,6 @@ def decide_rows(index: Index, rows: npt.NDArray[np.intp], cause: Cause, now: flo
     return out
 
 
-# -- names in bulk ---------------------------------------------------------------
-
-# Many names at once travel as a NAME array (43 ASCII bytes each), not as a
-# list of str: 100,000 str objects at once fragment Python's small-object
-# arenas for good (~12 MiB kept after a start-up, measured).
-NAME = np.dtype("S43")
-_NIBBLE = np.full(256, 255, dtype=np.uint8)  # ASCII hex digit -> value, 255 otherwise
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _NIBBLE[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _NIBBLE[_c] = 10 + _i
-_HEXDIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-SHA_FIELDS = np.dtype([("sha_hi", "<u8"), ("sha_mid", "V4"), ("sha_lo", "<u8")])  # 20 bytes
-
-
-def names_array(names: Sequence[str] | npt.NDArray[np.bytes_]) -> npt.NDArray[np.bytes_]:
-    """`names` as a NAME array (names that are not 43 ASCII characters become
-    b"", which no lookup matches)."""
-    if isinstance(names, np.ndarray):
-        return names.astype(NAME, copy=False)
-    return np.array([n.encode() if len(n) == 43 and n.isascii() else b"" for n in names],
-                    dtype=NAME)  # fmt: skip
-
-
-def parse_names(names: npt.NDArray[np.bytes_]) -> tuple[npt.NDArray[np.void], npt.NDArray[np.bool_],
-                                                        npt.NDArray[np.bool_]]:  # fmt: skip
-    """(SHA_FIELDS records, is `<40 hex>.kv`, has upper-case hex) of each name,
-    without a Python object per name."""
-    raw = np.frombuffer(names.tobytes(), dtype=np.uint8).reshape(len(names), 43)
-    nib = _NIBBLE[raw[:, :40]]
-    ok = (nib != 255).all(axis=1) & (raw[:, 40:] == np.frombuffer(b".kv", np.uint8)).all(axis=1)
-    upper = ((raw[:, :40] >= ord("A")) & (raw[:, :40] <= ord("F"))).any(axis=1)
-    sha = (nib[:, 0::2] << 4) | nib[:, 1::2]
-    fields: npt.NDArray[np.void] = np.ascontiguousarray(sha).view(SHA_FIELDS).reshape(len(names))
-    return fields, np.asarray(ok, dtype=bool), np.asarray(upper, dtype=bool)
-
-
 class Index:
     """Snapshots by file name, stored as rows of `ROW` (swap-remove on delete)."""
 
@@ -280,8 +234,8 @@ class Index:
         if rows is not None:
             sha = sha[rows]
         text = np.empty((len(sha), 43), dtype=np.uint8)
-        text[:, 0:40:2] = _HEXDIGITS[sha >> 4]
-        text[:, 1:40:2] = _HEXDIGITS[sha & 15]
+        text[:, 0:40:2] = HEXDIGITS[sha >> 4]
+        text[:, 1:40:2] = HEXDIGITS[sha & 15]
         text[:, 40:] = np.frombuffer(b".kv", dtype=np.uint8)
         out = text.view(NAME).reshape(len(sha))
         if self._odd:
@@ -481,65 +435,3 @@ class Index:
 
         out[idx] = self._table.lookup_many(want["sha_hi"], want["sha_lo"], same)
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """A full listing of the directory: each snapshot-named file's name
-    (a NAME array) and lstat fingerprint, as of one pass."""
-
-    names: npt.NDArray[np.bytes_]
-    dev: npt.NDArray[np.uint64]
-    ino: npt.NDArray[np.uint64]
-    size: npt.NDArray[np.int64]
-    mtime_ns: npt.NDArray[np.int64]
-
-    @classmethod
-    def of(cls, entries: Mapping[str, Fingerprint]) -> Listing:
-        """A listing from names and fingerprints (tests, the simulator)."""
-        fps = list(entries.values())
-        return cls(names_array(list(entries)),
-                   np.array([f.dev for f in fps], dtype=np.uint64),
-                   np.array([f.ino for f in fps], dtype=np.uint64),
-                   np.array([f.size for f in fps], dtype=np.int64),
-                   np.array([f.mtime_ns for f in fps], dtype=np.int64))  # fmt: skip
-
-    def without(self, keep: npt.NDArray[np.bool_]) -> Listing:
-        """The entries where `keep` is True."""
-        return Listing(self.names[keep], self.dev[keep], self.ino[keep], self.size[keep],
-                       self.mtime_ns[keep])  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Drift:
-    """How a listing differs from the index: what a rescan repairs. `added`
-    and `changed` are NAME arrays (to be read); `gone` are names."""
-
-    added: npt.NDArray[np.bytes_]
-    changed: npt.NDArray[np.bytes_]
-    gone: tuple[str, ...]
-
-    def __bool__(self) -> bool:
-        return bool(len(self.added) or len(self.changed) or self.gone)
-
-    @property
-    def to_read(self) -> npt.NDArray[np.bytes_]:
-        """Every name whose file must be read: added, then changed."""
-        return np.concatenate((self.added, self.changed)) if len(self.changed) else self.added
-
-
-def drift(index: Index, listing: Listing) -> Drift:
-    """Compare a listing with the index, vectorised: a name is changed when
-    any part of its fingerprint differs (another inode, size or mtime)."""
-    rows = index.rows_of(listing.names)
-    cols = index.columns()
-    known = rows >= 0
-    r = rows[known]
-    same = np.zeros(len(rows), dtype=bool)
-    same[known] = ((cols["dev"][r] == listing.dev[known]) & (cols["ino"][r] == listing.ino[known])
-                   & (cols["size"][r] == listing.size[known])
-                   & (cols["mtime_ns"][r] == listing.mtime_ns[known]))  # fmt: skip
-    present = np.zeros(len(index), dtype=bool)
-    present[r] = True
-    return Drift(added=listing.names[~known], changed=listing.names[known & ~same],
-                 gone=tuple(index.names_at(np.flatnonzero(~present))))  # fmt: skip

@@ -22,9 +22,10 @@ import numpy.typing as npt
 from kvgroomd import log as events
 from kvgroomd.config import Config
 from kvgroomd.core.decision import Cause, Decision, Result, wrap_ns
+from kvgroomd.core.drift import Drift, Listing
 from kvgroomd.core.facts import Invalid, Loaded
 from kvgroomd.core.groomer import Groomer, Note, Repairs, Rules, Step
-from kvgroomd.core.index import NAME, Drift, Listing, Snapshot
+from kvgroomd.core.index import NAME, Snapshot
 from kvgroomd.daemon import _memory as memory
 from kvgroomd.daemon.apply import apply
 from kvgroomd.daemon.pinned import PinnedDir

@@ -20,9 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 from kvgroomd.core.decision import Decision, Fingerprint, Result
+from kvgroomd.core.drift import Listing
 from kvgroomd.core.facts import Loaded
 from kvgroomd.core.groomer import Groomer, Rules, Step
-from kvgroomd.core.index import NAME, Index, Listing, Snapshot
+from kvgroomd.core.index import NAME, Index, Snapshot
 from kvgroomd.format.header import PREFIX_BYTES
 from kvgroomd.format.prefix import FIRST_READ, tail_of, text_keys
 

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from kvgroomd.core.decision import Decision, Fingerprint, Result
+from kvgroomd.core.drift import Drift
 from kvgroomd.core.groomer import Groomer, Step
-from kvgroomd.core.index import NAME, SHORT_HEAD, Drift, Index, Snapshot, head_key
+from kvgroomd.core.index import NAME, SHORT_HEAD, Index, Snapshot, head_key
 from kvgroomd.format.header import ABI_CURRENT, PREFIX_BYTES, Header, Reason, sha1_hex
 from kvgroomd.sim.groom import SimTexts
 

@@ -8,9 +8,10 @@ import numpy as np
 
 from kvgroomd import events
 from kvgroomd.core.decision import Cause, Result
+from kvgroomd.core.drift import Listing
 from kvgroomd.core.facts import Invalid
 from kvgroomd.core.groomer import Groomer, Rules
-from kvgroomd.core.index import Listing, Snapshot
+from kvgroomd.core.index import Snapshot
 from kvgroomd.format.header import Reason
 from kvgroomd.sim.groom import SimTexts, snapshot_of
 from tests.unit.builders import DAY, T0, MemDisk, chat_text, indexed, snapshot

@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 
 from kvgroomd.core.decision import Fingerprint
-from kvgroomd.core.index import (
-    HEAD_BYTES,
-    SHORT_HEAD,
-    Change,
-    Index,
-    Listing,
-    Snapshot,
-    drift,
-    head_key,
-)
+from kvgroomd.core.drift import Listing, drift
+from kvgroomd.core.index import HEAD_BYTES, SHORT_HEAD, Change, Index, Snapshot, head_key
 from kvgroomd.format.header import Header, Reason
 from tests.unit.builders import T0, anon_name, chat_text, fingerprint, header, index_of, snapshot
 
