@@ -209,12 +209,12 @@ def _inventory(args: argparse.Namespace) -> tuple[Any, str]:
         POLICIES[config.policy], dict(config.policy_params), config.protect_new,
         config.reject_different_quant,
         args.budget if args.budget is not None else config.budget, config.orphan_temp_age,
-        config.engine_budget,
+        config.engine_budget, config.engine.layout,
     )  # fmt: skip
     with PinnedDir(Path(directory)) as pinned:
         pinned.pin(follow=True)  # read-only: a symlink to the cache is fine here
         now = time.time()
-        core, invalid, texts = survey(pinned, config.rules(), now)
+        core, invalid, texts = survey(pinned, config.rules(), now, reading=config.reading)
         found = scan_directory(pinned, snapshots=False)
         inv = inventory.build(core, texts, invalid=invalid, temps=found.temps,
                               foreign=found.foreign, now=now, settings=settings)  # fmt: skip

@@ -23,7 +23,8 @@ import yaml
 
 from kvgroomd.core.groomer import Rules
 from kvgroomd.core.scoring import DEFAULT_POLICY, POLICIES
-from kvgroomd.format.engine import COMPRESSING_LAYOUTS, DETECT, ENGINE_LAYOUTS, EngineOptions, MiB
+from kvgroomd.format.engine import COMPRESSING_LAYOUTS, ENGINE_LAYOUTS, EngineOptions, MiB
+from kvgroomd.format.layouts import DETECT, Reading
 
 
 class ConfigError(ValueError):
@@ -139,6 +140,9 @@ class Config:
     engine_budget: int | None = None
     # The engine's other cache flags (format/engine.py), the `engine:` block.
     engine: EngineOptions = field(default_factory=EngineOptions)
+    # Snapshots of layouts the named engine does not read: counted and
+    # evicted like its own (True), or reported apart and left alone.
+    evict_other_layouts: bool = False
     low_watermark: float = 0.9
     protect_new: float = 120.0  # seconds
     policy: str = DEFAULT_POLICY
@@ -156,6 +160,11 @@ class Config:
     # What the file says that still works but should change (a moved key):
     # check-config prints these, the daemon logs them at start.
     warnings: tuple[str, ...] = ()
+
+    @property
+    def reading(self) -> Reading:
+        """How to read the directory's files: the engine's layout (format/layouts.py)."""
+        return Reading(self.engine.layout, self.evict_other_layouts)
 
     @property
     def reject_different_quant(self) -> bool:
@@ -326,6 +335,7 @@ _FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "cache_dir": ("cache_dir", _cache_dir),
     "budget": ("budget", _optional(_budget)),
     "engine_budget": ("engine_budget", _optional(parse_engine_budget)),
+    "evict_other_layouts": ("evict_other_layouts", _bool),
     "low_watermark": ("low_watermark", _fraction),
     "protect_new": ("protect_new", parse_duration),
     "supersede": ("supersede", _bool),

@@ -25,6 +25,7 @@ UPDATED = "snapshot.updated"
 REPLACED = "snapshot.replaced"
 REMOVED = "snapshot.removed"  # gone from disk, not by us (engine evict/consume)
 INVALID = "snapshot.invalid"
+OTHER_LAYOUT = "snapshot.other_layout"  # another engine's layout: counted apart, left alone
 UNLINKED = "snapshot.unlinked"
 WOULD_UNLINK = "snapshot.would_unlink"
 UNLINK_SKIPPED = "snapshot.unlink_skipped"

@@ -23,9 +23,13 @@ class Invalid:
     ignores such a file, so it is never counted and never decided on."""
 
     name: str
-    why: str  # short | magic | unknown_format | invalid | truncated | not_regular | unreadable
+    # short | magic | unknown_format | invalid | truncated | not_regular |
+    # unreadable | other_layout (a snapshot of a layout the engine does not
+    # read: counted apart, left alone; format/layouts.py)
+    why: str
     detail: str
     seen: Fingerprint | None = None
+    layout: str | None = None  # other_layout: the registry name of the file's layout
 
 
 @dataclass

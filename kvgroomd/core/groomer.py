@@ -52,6 +52,7 @@ from kvgroomd.core.supersede import (
     superseding,
     sweep_pairs_flat,
 )
+from kvgroomd.format.layouts import text_offsets
 
 __all__ = ["Groomer", "Note", "Repairs", "Rules", "Step", "Texts"]
 
@@ -150,9 +151,15 @@ class Groomer:
         version = (bad.seen.dev, bad.seen.ino, bad.seen.size) if bad.seen else None
         if self.invalid.get(bad.name) != (version, bad.why):
             self.invalid[bad.name] = (version, bad.why)
+            size = bad.seen.size if bad.seen else None
+            if bad.why == "other_layout":  # another engine's snapshot: counted apart, left alone
+                step.notes.append(Note(events.OTHER_LAYOUT, "info", {
+                    "name": bad.name, "layout": bad.layout, "detail": bad.detail,
+                    "size": size}))  # fmt: skip
+                return step
             step.notes.append(Note(events.INVALID, "warning", {
                 "name": bad.name, "why": bad.why, "detail": bad.detail,
-                "size": bad.seen.size if bad.seen else None}))  # fmt: skip
+                "size": size}))  # fmt: skip
         return step
 
     def gone(self, name: str) -> Step:
@@ -250,7 +257,8 @@ class Groomer:
         n_rows, bounds, o_rows = sweep_pairs_flat(self.index, probes,
                                                   strict_quant=self.rules.strict_quant)
         cols = self.index.columns()
-        n_texts = texts.texts(self.index.names_array(n_rows), cols["text_bytes"][n_rows])
+        n_texts = texts.texts(self.index.names_array(n_rows), cols["text_bytes"][n_rows],
+                              text_offsets(cols["layout"][n_rows]))  # fmt: skip
         proven = prove(cols, n_rows, bounds, o_rows, n_texts)
         return np.repeat(n_rows, np.diff(bounds))[proven], o_rows[proven]
 

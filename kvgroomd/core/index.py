@@ -65,6 +65,7 @@ ROW = np.dtype(
         ("model_id", "u1"),
         ("abi", "u1"),
         ("ext_flags", "u1"),
+        ("layout", "u1"),  # format/layouts.py: the header's layout family (0: version 1)
         # Text is a strict prefix of a compatible longer snapshot that still
         # exists (as last seen): it serves only prompts diverging in between.
         ("covered", "?"),
@@ -79,7 +80,7 @@ _REASONS = tuple(Reason)
 _NAMES: tuple[str, ...] = ROW.names or ()  # the fields, in order
 _HEADER_FIELDS = ("quant_bits", "ext_flags", "model_id", "tokens", "hits", "ctx_size", "abi",
                   "created_at", "last_used", "payload_bytes", "text_bytes",
-                  "reason_code")  # fmt: skip
+                  "reason_code", "layout")  # fmt: skip
 _FP_FIELDS = ("dev", "ino", "size", "mtime_ns")
 
 

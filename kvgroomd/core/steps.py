@@ -25,10 +25,11 @@ class Texts(Protocol):
     def text(self, snap: Snapshot) -> bytes | None:
         """The whole text of `snap`, if the file is still that version."""
 
-    def texts(self, names: npt.NDArray[np.bytes_],
-              lengths: npt.NDArray[np.integer[Any]]) -> Iterator[bytes | None]:  # fmt: skip
-        """`lengths[i]` text bytes of each file, in order (None: gone or short).
-        Callers prove what a text is by its SHA-1, so no version check."""
+    def texts(self, names: npt.NDArray[np.bytes_], lengths: npt.NDArray[np.integer[Any]],
+              offsets: npt.NDArray[np.integer[Any]]) -> Iterator[bytes | None]:  # fmt: skip
+        """`lengths[i]` text bytes of each file from byte `offsets[i]` (its
+        layout's: format/layouts.text_offsets), in order (None: gone or
+        short). Callers prove what a text is by its SHA-1, so no version check."""
 
     def heads(self, names: npt.NDArray[np.bytes_]) -> Loaded:
         """Headers and text heads of many files again (their prefix probes)."""

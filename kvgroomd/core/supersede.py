@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from kvgroomd.core.index import BKEY_KNOWN, SHORT_HEAD, TAIL_KNOWN, Columns, Index
-from kvgroomd.format.header import ABI_CURRENT, PREFIX_BYTES, Header, Reason
+from kvgroomd.format.header import PREFIX_BYTES, Header, Reason
+from kvgroomd.format.layouts import same_engine
 from kvgroomd.format.prefix import FIRST_READ, TAIL_BYTES, tail_of, text_keys, windows
 
 TRIGGERS = frozenset({Reason.COLD, Reason.CONTINUED})
@@ -38,20 +39,22 @@ def can_stand_in(cols: Columns, new: Header, *, strict_quant: bool) -> npt.NDArr
 
     Same model; same quant when the engine rejects cross-quant reuse; a
     context no larger than theirs (a small-context server can load them but
-    not `new`). A legacy-ABI `new` is invisible to current engines, so it
-    stands in only for other legacy files.
+    not `new`); and the same engine can load both: the same layout family
+    and payload ABI (format/layouts.same_engine; a legacy-ABI `new` is
+    invisible to current engines, so it stands in only for other legacy
+    files, while a current version-1 `new` also stands in for legacy ones).
     """
     return _compatible(cols, new.model_id, new.ctx_size, new.quant_bits, new.abi,
-                       strict_quant=strict_quant)  # fmt: skip
+                       strict_quant=strict_quant, layout=new.layout)  # fmt: skip
 
 
 def _compatible(cols: Columns, model_id: int, ctx_size: int, quant_bits: int, abi: int,
-                *, strict_quant: bool) -> npt.NDArray[np.bool_]:  # fmt: skip
-    mask: npt.NDArray[np.bool_] = (cols["model_id"] == model_id) & (cols["ctx_size"] >= ctx_size)
+                *, strict_quant: bool, layout: int) -> npt.NDArray[np.bool_]:  # fmt: skip
+    mask: npt.NDArray[np.bool_] = cols["ctx_size"] >= ctx_size
     if strict_quant:
         mask &= cols["quant_bits"] == quant_bits
-    if abi != ABI_CURRENT:
-        mask &= cols["abi"] == abi
+    mask &= same_engine(n_layout=layout, n_abi=abi, n_model=model_id, o_layout=cols["layout"],
+                        o_abi=cols["abi"], o_model=cols["model_id"])  # fmt: skip
     return mask
 
 
@@ -64,7 +67,8 @@ def _candidate_mask(cols: Columns, new: np.void, *, strict_quant: bool) -> npt.N
         & _IS_CHAIN[cols["reason"]]
         & ((heads == new["head"]) | (heads == SHORT_HEAD))
         & _compatible(cols, int(new["model_id"]), int(new["ctx_size"]),
-                      int(new["quant_bits"]), int(new["abi"]), strict_quant=strict_quant)
+                      int(new["quant_bits"]), int(new["abi"]), strict_quant=strict_quant,
+                      layout=int(new["layout"]))
     )  # fmt: skip
     return mask
 
@@ -268,10 +272,10 @@ def sweep_pairs_flat(index: Index, probes: Probes, *,
 def _compatible_pairs(cols: Columns, n_of: npt.NDArray[np.intp], o_of: npt.NDArray[np.intp], *,
                       strict_quant: bool) -> npt.NDArray[np.bool_]:  # fmt: skip
     """`_compatible` for pairs: row n_of[i] can stand in for row o_of[i]."""
-    ok: npt.NDArray[np.bool_] = ((cols["model_id"][o_of] == cols["model_id"][n_of])
-                                 & (cols["ctx_size"][o_of] >= cols["ctx_size"][n_of]))  # fmt: skip
+    ok: npt.NDArray[np.bool_] = cols["ctx_size"][o_of] >= cols["ctx_size"][n_of]
     if strict_quant:
         ok &= cols["quant_bits"][o_of] == cols["quant_bits"][n_of]
-    n_abi = cols["abi"][n_of]
-    ok &= (n_abi == ABI_CURRENT) | (cols["abi"][o_of] == n_abi)
+    n, o = cols[n_of], cols[o_of]
+    ok &= same_engine(n_layout=n["layout"], n_abi=n["abi"], n_model=n["model_id"],
+                      o_layout=o["layout"], o_abi=o["abi"], o_model=o["model_id"])  # fmt: skip
     return ok

@@ -29,8 +29,16 @@ from kvgroomd.core.index import NAME, Snapshot
 from kvgroomd.daemon import _memory as memory
 from kvgroomd.daemon.apply import apply
 from kvgroomd.daemon.pinned import PinnedDir
-from kvgroomd.daemon.read import Beside, read_many, read_snapshot, read_text, read_texts
+from kvgroomd.daemon.read import (
+    DETECTING,
+    Beside,
+    read_many,
+    read_snapshot,
+    read_text,
+    read_texts,
+)
 from kvgroomd.daemon.scan import scan_temps
+from kvgroomd.format.layouts import Reading
 from kvgroomd.format.names import SnapshotName, classify, is_snapshot_name
 
 _LOAD_PART = 16384  # files read, parsed and indexed at a time (bounds the peak memory)
@@ -59,36 +67,39 @@ class Totals:
 class FileTexts:
     """The core's text source for a real directory (core/groomer.Texts)."""
 
-    def __init__(self, directory: PinnedDir, tick: Callable[[], None]) -> None:
+    def __init__(self, directory: PinnedDir, tick: Callable[[], None],
+                 reading: Reading = DETECTING) -> None:  # fmt: skip
         self.directory = directory
         self.tick = tick
+        self.reading = reading  # the engine's layout (format/layouts.py)
 
     def text(self, snap: Snapshot) -> bytes | None:
         return read_text(self.directory, snap)
 
-    def texts(self, names: npt.NDArray[np.bytes_],
-              lengths: npt.NDArray[np.integer[Any]]) -> Iterator[bytes | None]:  # fmt: skip
-        return read_texts(self.directory, names, lengths, self.tick)
+    def texts(self, names: npt.NDArray[np.bytes_], lengths: npt.NDArray[np.integer[Any]],
+              offsets: npt.NDArray[np.integer[Any]]) -> Iterator[bytes | None]:  # fmt: skip
+        return read_texts(self.directory, names, lengths, self.tick, offsets=offsets)
 
     def heads(self, names: npt.NDArray[np.bytes_]) -> Loaded:
-        return _read_all(self.directory, names, self.tick)
+        return _read_all(self.directory, names, self.tick, self.reading)
 
 
 def _read_all(directory: PinnedDir, names: npt.NDArray[np.bytes_],
-              tick: Callable[[], None]) -> Loaded:  # fmt: skip
+              tick: Callable[[], None], reading: Reading) -> Loaded:  # fmt: skip
     """`read_many` of many names; from _FORK_AT names a child process reads
     part of them meanwhile (read.Beside)."""
     cut = len(names) * 11 // 20  # the child also pickles: it takes a little less
-    beside = Beside(directory, names[cut:]) if len(names) >= _FORK_AT else None
+    beside = Beside(directory, names[cut:], reading) if len(names) >= _FORK_AT else None
     mine = names[:cut] if beside else names
     try:
-        parts = [read_many(directory, mine[i : i + _LOAD_PART], tick=tick)
+        parts = [read_many(directory, mine[i : i + _LOAD_PART], tick=tick, reading=reading)
                  for i in range(0, len(mine), _LOAD_PART)]  # fmt: skip
         if beside:
             loaded = beside.result()
             if loaded is None:  # the child failed: read its part here
                 theirs = names[cut:]
-                parts += [read_many(directory, theirs[i : i + _LOAD_PART], tick=tick)
+                parts += [read_many(directory, theirs[i : i + _LOAD_PART], tick=tick,
+                                    reading=reading)
                           for i in range(0, len(theirs), _LOAD_PART)]  # fmt: skip
             else:
                 parts.append(loaded)
@@ -144,7 +155,7 @@ class DiskGroomer:
         self.core = Groomer(config.rules())
         self.totals = Totals()
         self.should_stop = should_stop
-        self.texts = FileTexts(self.directory, self._tick)
+        self.texts = FileTexts(self.directory, self._tick, config.reading)
         self._now = 0.0  # the `now` of the event being handled (a re-read is part of it)
         memory.tune()
 
@@ -162,6 +173,7 @@ class DiskGroomer:
         """A reloaded config (the cache dir does not change on reload)."""
         self.config = config
         self.core.reconfigure(config.rules())
+        self.texts.reading = config.reading
 
     # -- events -----------------------------------------------------------------
 
@@ -193,7 +205,7 @@ class DiskGroomer:
         else:  # an empty index: every name is new, no lstat needed
             names = list_snapshots(self.directory, self._tick, stat=False).names
             d = Drift(names, names[:0], ())
-        loaded = _read_all(self.directory, d.to_read, self._tick)
+        loaded = _read_all(self.directory, d.to_read, self._tick, self.config.reading)
         temps = tuple(scan_temps(self.directory)) if self.config.orphan_temps else ()
         step, repairs = self.core.rescanned(d, loaded, self.texts, now, temps=temps,
                                             quiet=startup, listed=names)  # fmt: skip
@@ -249,7 +261,7 @@ class DiskGroomer:
 
     def _read(self, name: SnapshotName, now: float, *, in_flight: bool,
               budget: bool = True) -> Step:  # fmt: skip
-        got = read_snapshot(self.directory, name)
+        got = read_snapshot(self.directory, name, reading=self.config.reading)
         if got is None:
             return self.core.gone(name.name)
         if isinstance(got, Invalid):
@@ -314,15 +326,16 @@ def list_snapshots(directory: PinnedDir, tick: Callable[[], None], *, stat: bool
 
 
 def survey(directory: PinnedDir, rules: Rules, now: float,
-           tick: Callable[[], None] = lambda: None) -> tuple[Groomer, list[Invalid], FileTexts]:
+           tick: Callable[[], None] = lambda: None, *,
+           reading: Reading = DETECTING) -> tuple[Groomer, list[Invalid], FileTexts]:  # fmt: skip
     """Index a directory without acting on it (`ls`, `stats`): the daemon's
-    start-up listing and bulk read, fed to a core that decides nothing.
-    Opens nothing for writing."""
+    start-up listing and bulk read (as `reading` says: the engine's layout),
+    fed to a core that decides nothing. Opens nothing for writing."""
     core = Groomer(replace(rules, supersede=False, budget=None, engine_budget=None,
                            dry_run=True, orphan_temps=False, stale_format=False))  # fmt: skip
     names = list_snapshots(directory, tick, stat=False).names
-    loaded = _read_all(directory, names, tick)
-    texts = FileTexts(directory, tick)
+    loaded = _read_all(directory, names, tick, reading)
+    texts = FileTexts(directory, tick, reading)
     core.rescanned(Drift(names, names[:0], ()), loaded, texts, now, quiet=True, listed=names)
     return core, loaded.invalid, texts
 

@@ -35,6 +35,7 @@ from kvgroomd.config import Config, ConfigError, format_size, load_config
 from kvgroomd.daemon.apply import recover
 from kvgroomd.daemon.groom import DiskGroomer, Stopped
 from kvgroomd.daemon.metrics import for_config as metrics_for
+from kvgroomd.daemon.metrics import other_layouts
 from kvgroomd.daemon.notify import Notifier
 from kvgroomd.daemon.pinned import (
     EXIT_LOCKED,
@@ -473,4 +474,6 @@ class Daemon:
         budget = format_size(limit) if limit is not None else "no budget"
         n = sum(g.totals.unlinked.values())
         dry = " (dry run)" if self.config.dry_run else ""
-        return f"{len(g.index)} snapshots, {used} of {budget}, {n} unlinked{dry}"
+        others, other_bytes = other_layouts(g.invalid)
+        apart = f"; {others} of other layouts ({format_size(other_bytes)})" if others else ""
+        return f"{len(g.index)} snapshots, {used} of {budget}, {n} unlinked{dry}{apart}"

@@ -64,6 +64,8 @@ class State:
     used: int = 0  # bytes counted against the budget
     budget: int | None = None
     invalid: int = 0
+    other_layout: int = 0  # snapshots of layouts the engine does not read (not in `invalid`)
+    other_layout_bytes: int = 0
     stale_format: int = 0
     stale_format_bytes: int = 0
     unlinks: Mapping[str, int] = field(default_factory=dict)  # by cause
@@ -78,6 +80,14 @@ class State:
     reload_success_at: float = 0.0
 
 
+def other_layouts(invalid: Mapping[str, tuple[tuple[int, int, int] | None, str]],
+                  ) -> tuple[int, int]:  # fmt: skip
+    """(files, bytes) of snapshots of layouts the engine does not read, among
+    a groomer's `invalid` entries: they use disk but are not the engine's."""
+    sizes = [v[0][2] if v[0] else 0 for v in invalid.values() if v[1] == "other_layout"]
+    return len(sizes), sum(sizes)
+
+
 def state_of(groomer: Groomer, config: Config) -> State:
     """Read the groomer's index and totals into a State (daemon thread only)."""
     cols = groomer.index.columns()
@@ -86,12 +96,15 @@ def state_of(groomer: Groomer, config: Config) -> State:
     sizes = np.bincount(reasons, weights=cols["size"].astype(np.float64), minlength=len(Reason))
     legacy = cols["abi"] == ABI_LEGACY
     t = groomer.totals
+    others, other_bytes = other_layouts(groomer.invalid)
     return State(
         snapshots={r.label: int(counts[r]) for r in Reason},
         snapshot_bytes={r.label: int(sizes[r]) for r in Reason},
         used=groomer.core.usage,
         budget=groomer.core.limit(),
-        invalid=len(groomer.invalid),
+        invalid=len(groomer.invalid) - others,
+        other_layout=others,
+        other_layout_bytes=other_bytes,
         stale_format=int(legacy.sum()),
         stale_format_bytes=int(cols["size"][legacy].sum()),
         unlinks={str(c): t.unlinked[c] for c in Cause},
@@ -260,6 +273,12 @@ class _Collector:
         yield GaugeMetricFamily(f"{PREFIX}_invalid_files",
                                 "Snapshot-named files that are not usable snapshots.",
                                 value=s.invalid)  # fmt: skip
+        yield GaugeMetricFamily(f"{PREFIX}_other_layout_snapshots",
+                                "Snapshots of layouts the engine does not read (left alone).",
+                                value=s.other_layout)  # fmt: skip
+        yield GaugeMetricFamily(f"{PREFIX}_other_layout_bytes",
+                                "Bytes held by snapshots of layouts the engine does not read.",
+                                value=s.other_layout_bytes)  # fmt: skip
         yield GaugeMetricFamily(f"{PREFIX}_stale_format_snapshots",
                                 "Indexed payload ABI 0 snapshots (invisible to current engines).",
                                 value=s.stale_format)  # fmt: skip

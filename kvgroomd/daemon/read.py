@@ -35,20 +35,12 @@ from kvgroomd.core.index import (
     parse_names,
 )
 from kvgroomd.daemon.pinned import PinnedDir
-from kvgroomd.format.header import (
-    KNOWN_ABIS,
-    MAGIC,
-    PREFIX_BYTES,
-    QUANT_BITS,
-    VERSION,
-    Header,
-    Reason,
-    Unparsable,
-    check_size,
-)
+from kvgroomd.format.header import PREFIX_BYTES, Header, Reason, Unparsable, read_header
+from kvgroomd.format.layouts import Reading, classify
 from kvgroomd.format.names import SnapshotName
 from kvgroomd.format.prefix import FIRST_READ, TAIL_BYTES, batch_keys, tail_of, text_keys
 
+DETECTING = Reading()  # each file in the layout its header proves; counted as upstream's engine
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEXT_LEN = struct.Struct("<I")
 
@@ -69,8 +61,24 @@ def _open(directory: PinnedDir, name: str) -> int | Invalid | None:
         return Invalid(name, "unreadable", f"{e.strerror} (errno {e.errno})")
 
 
-def read_snapshot(directory: PinnedDir, name: SnapshotName) -> Snapshot | Invalid | None:
-    """Parse `<sha>.kv` in `directory`; None when it no longer exists."""
+def judge_header(name: str, raw: bytes, size: int, seen: Fingerprint,
+                 reading: Reading) -> Header | Invalid:  # fmt: skip
+    """The header of file `name` (first bytes `raw`, `size` bytes) as
+    `reading` takes it, or why not: unusable, or of a layout the engine does
+    not read (`other_layout`: counted apart, never evicted for its budget)."""
+    header = read_header(raw, size, engine=reading.engine)
+    if isinstance(header, Unparsable):
+        return Invalid(name, header.why, header.detail, seen)
+    if not reading.keeps(header.layout, header.abi):
+        return Invalid(name, "other_layout", reading.refusal(header.layout, header.abi), seen,
+                       layout=header.layout_name)  # fmt: skip
+    return header
+
+
+def read_snapshot(directory: PinnedDir, name: SnapshotName, *,
+                  reading: Reading = DETECTING) -> Snapshot | Invalid | None:  # fmt: skip
+    """Parse `<sha>.kv` in `directory` as `reading` says (the engine's
+    layout: format/layouts.py); None when it no longer exists."""
     fd = _open(directory, name.name)
     if not isinstance(fd, int):
         return fd
@@ -83,12 +91,11 @@ def read_snapshot(directory: PinnedDir, name: SnapshotName) -> Snapshot | Invali
         try:
             # One page holds the header and the text's head (prefix.py keys).
             raw = os.pread(fd, FIRST_READ, 0)
-            header = Header.parse(raw)
-            if isinstance(header, Header):
-                header = check_size(header, st.st_size) or header
-            if isinstance(header, Unparsable):
-                return Invalid(name.name, header.why, header.detail, seen)
-            end = PREFIX_BYTES + header.text_bytes
+            header = judge_header(name.name, raw, st.st_size, seen, reading)
+            if isinstance(header, Invalid):
+                return header
+            start = header.text_at
+            end = start + header.text_bytes
             # A text longer than the first read: its last bytes are one more pread.
             last = raw if end <= len(raw) else os.pread(fd, TAIL_BYTES, end - TAIL_BYTES)
         except OSError as e:
@@ -96,20 +103,21 @@ def read_snapshot(directory: PinnedDir, name: SnapshotName) -> Snapshot | Invali
     finally:
         os.close(fd)
     n = header.text_bytes
-    tail: int | None = tail_of(raw[PREFIX_BYTES:end], n)
+    tail: int | None = tail_of(raw[start:end], n)
     if last is not raw:
         tail = int.from_bytes(last, "little") if len(last) == TAIL_BYTES else None
-    head, bkey, _probes = text_keys(raw[PREFIX_BYTES:end], n)
+    head, bkey, _probes = text_keys(raw[start:end], n)
     return Snapshot(name.name, name.sha, header, seen, head, tail=tail, bkey=bkey)
 
 
 def read_text(directory: PinnedDir, snap: Snapshot) -> bytes | None:
     """The text of `snap`, if the file is still the same inode and whole."""
     return _text_at(snap.name, directory.fd, snap.seen.dev, snap.seen.ino,
-                    snap.header.text_bytes)  # fmt: skip
+                    snap.header.text_bytes, snap.header.text_at)  # fmt: skip
 
 
-def _text_at(name: str, dir_fd: int, dev: int, ino: int, n: int) -> bytes | None:
+def _text_at(name: str, dir_fd: int, dev: int, ino: int, n: int,  # noqa: PLR0917
+             at: int) -> bytes | None:  # fmt: skip
     try:
         fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
     except OSError:
@@ -118,7 +126,7 @@ def _text_at(name: str, dir_fd: int, dev: int, ino: int, n: int) -> bytes | None
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (dev, ino):
             return None  # replaced since it was indexed; its own event follows
-        text = os.pread(fd, n, PREFIX_BYTES)
+        text = os.pread(fd, n, at)
     except OSError:
         return None
     finally:
@@ -128,12 +136,15 @@ def _text_at(name: str, dir_fd: int, dev: int, ino: int, n: int) -> bytes | None
 
 def read_texts(directory: PinnedDir, names: Sequence[str] | npt.NDArray[np.bytes_],
                lengths: Sequence[int] | npt.NDArray[np.integer[Any]],
-               tick: Callable[[], None] = lambda: None) -> Iterator[bytes | None]:  # fmt: skip
+               tick: Callable[[], None] = lambda: None, *,
+               offsets: Sequence[int] | npt.NDArray[np.integer[Any]] | None = None,
+               ) -> Iterator[bytes | None]:  # fmt: skip
     """The texts of many files (`lengths[i]` text bytes of `names[i]`, str or
-    an index.NAME array), in order, through one directory fd; None for a
-    file gone or short. Unlike `read_text` the inode is not compared:
-    callers prove what a text is by its SHA-1 (its name). `tick` is called
-    every 256 files (it may raise)."""
+    an index.NAME array, starting at byte `offsets[i]`: the rows'
+    `layouts.text_offsets(layout)`, 52 for every file by default), in order,
+    through one directory fd; None for a file gone or short. Unlike
+    `read_text` the inode is not compared: callers prove what a text is by
+    its SHA-1 (its name). `tick` is called every 256 files (it may raise)."""
     dfd = directory.fd
     for i in range(len(names)):
         if i % 256 == 255:
@@ -147,7 +158,7 @@ def read_texts(directory: PinnedDir, names: Sequence[str] | npt.NDArray[np.bytes
             yield None
             continue
         try:
-            text = os.pread(fd, n, PREFIX_BYTES)
+            text = os.pread(fd, n, PREFIX_BYTES if offsets is None else int(offsets[i]))
         except OSError:
             text = b""
         finally:
@@ -162,23 +173,13 @@ def read_texts(directory: PinnedDir, names: Sequence[str] | npt.NDArray[np.bytes
 _PAD = 4
 _TEXT_AT = _PAD + PREFIX_BYTES
 _SLOT = _PAD + FIRST_READ + 4
-_HEADER = np.dtype(
-    [("magic", "S3"), ("version", "u1"), ("quant_bits", "u1"), ("reason", "u1"),
-     ("ext_flags", "u1"), ("model_id", "u1"), ("tokens", "<u4"), ("hits", "<u4"),
-     ("ctx_size", "<u4"), ("abi", "u1"), ("_reserved", "V3"), ("created_at", "<u8"),
-     ("last_used", "<u8"), ("payload_bytes", "<u8"), ("text_bytes", "<u4")]
-)  # fmt: skip
-assert _HEADER.itemsize == PREFIX_BYTES
 _CHAIN = np.zeros(256, dtype=bool)  # reason code -> takes part in prefix chains
 _CHAIN[[int(r) for r in (Reason.COLD, Reason.CONTINUED, Reason.EVICT, Reason.SHUTDOWN)]] = True
-_KNOWN_ABI = np.zeros(256, dtype=bool)
-_KNOWN_ABI[list(KNOWN_ABIS)] = True
-_QUANT = np.zeros(256, dtype=bool)
-_QUANT[list(QUANT_BITS)] = True
 
 
 def read_many(directory: PinnedDir, names: Sequence[str] | npt.NDArray[np.bytes_], *,
-              batch: int = 2048, tick: Callable[[], None] = lambda: None) -> Loaded:  # fmt: skip
+              batch: int = 2048, tick: Callable[[], None] = lambda: None,
+              reading: Reading = DETECTING) -> Loaded:  # fmt: skip
     """`read_snapshot` for many names of `directory` (str or an index.NAME
     array), with the same results, at a fraction of the cost: files are
     opened relative to a directory fd, read straight into a reused buffer and
@@ -197,7 +198,8 @@ def read_many(directory: PinnedDir, names: Sequence[str] | npt.NDArray[np.bytes_
         part = every[start : start + len(buf)]
         chunk = [n.decode() for n in part.tolist()]
         got = _read_batch(dfd, chunk, views, invalid, gone)
-        rows, kept, probe_rows, probe_keys = _parse_batch(buf, chunk, part, got, invalid, dfd)
+        rows, kept, probe_rows, probe_keys = _parse_batch(buf, chunk, part, got, invalid, dfd,
+                                                          reading)  # fmt: skip
         parts.append((rows, start + kept, probe_rows, probe_keys))
         del chunk, got
     rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=ROW)
@@ -279,7 +281,7 @@ def _tails(dfd: int, chunk: Sequence[str], want: list[tuple[int, int]]) -> dict[
 def _parse_batch(  # noqa: PLR0915, PLR0917 - one vectorised pass, in the order of the format
                  buf: npt.NDArray[np.uint8], chunk: Sequence[str],
                  part: npt.NDArray[np.bytes_], got: _Got, invalid: list[Invalid],
-                 dfd: int) -> tuple[npt.NDArray[np.void], npt.NDArray[np.intp],
+                 dfd: int, reading: Reading) -> tuple[npt.NDArray[np.void], npt.NDArray[np.intp],
                                     npt.NDArray[np.int32], npt.NDArray[np.uint32]]:  # fmt: skip
     """Rows of the usable files of one batch, their slots in it, and probes."""
     m = len(got.slot)
@@ -289,27 +291,24 @@ def _parse_batch(  # noqa: PLR0915, PLR0917 - one vectorised pass, in the order 
     st = np.array([(s.st_dev, s.st_ino, s.st_size, wrap_ns(s.st_mtime_ns)) for s in got.stat],
                   dtype=np.int64).reshape(m, 4)  # fmt: skip
     size = st[:, 2]
-    hdr = np.ndarray((len(buf),), dtype=_HEADER, buffer=buf, offset=_PAD, strides=(_SLOT,))
-    hdr = hdr[:m] if whole else hdr[slot]
-    text = hdr["text_bytes"].astype(np.int64)
-    ok = (
-        (nread >= PREFIX_BYTES) & (hdr["magic"] == MAGIC) & (hdr["version"] == VERSION)
-        & _KNOWN_ABI[hdr["abi"]] & _QUANT[hdr["quant_bits"]] & (hdr["tokens"] != 0)
-        & (size >= PREFIX_BYTES + text + hdr["payload_bytes"].astype(np.int64))
-    )  # fmt: skip
+    # The verdicts of read_header, vectorised over the layout registry.
+    found = classify(buf, offset=_PAD, stride=_SLOT, rows=slot, nread=nread, size=size,
+                     engine=reading.engine)  # fmt: skip
+    ok = found.layout >= 0
+    ok[ok] = reading.keeps_mask(found.code[ok], found.columns["abi"][ok])
     for j in np.flatnonzero(~ok):  # the reason, in read_snapshot's words
         i = int(slot[j])
         raw = buf[i, _PAD : _PAD + int(nread[j])].tobytes()
-        header = Header.parse(raw)
-        if isinstance(header, Header):
-            header = check_size(header, int(size[j])) or header
-        why = header if isinstance(header, Unparsable) else Unparsable("invalid", "?")
         seen = Fingerprint(*(int(v) for v in st[j]))
-        invalid.append(Invalid(chunk[i], why.why, why.detail, seen))
+        bad = judge_header(chunk[i], raw, int(size[j]), seen, reading)
+        invalid.append(bad if isinstance(bad, Invalid) else Invalid(chunk[i], "invalid", "?", seen))
+    hdr, code, at = found.columns, found.code, found.text_at
     if not ok.all():
         keep = np.flatnonzero(ok)
-        slot, hdr, nread, text, st = slot[keep], hdr[keep], nread[keep], text[keep], st[keep]
+        slot, nread, st, code, at = slot[keep], nread[keep], st[keep], code[keep], at[keep]
+        hdr = {k: v[keep] for k, v in hdr.items()}
         whole = False
+    text = hdr["text_bytes"].astype(np.int64)
     n = len(slot)
     rows = np.zeros(n, dtype=ROW)
     sha, _ok, odd = parse_names(part[slot])  # the caller listed valid snapshot names
@@ -320,11 +319,18 @@ def _parse_batch(  # noqa: PLR0915, PLR0917 - one vectorised pass, in the order 
     for field in ("created_at", "last_used", "payload_bytes", "tokens", "hits", "ctx_size",
                   "text_bytes", "quant_bits", "model_id", "abi", "ext_flags"):  # fmt: skip
         rows[field] = hdr[field]
-    code = hdr["reason"]
-    known = code <= max(Reason)
-    rows["reason"] = np.where(known, code, int(Reason.UNKNOWN))
-    rows["reason_code"] = np.where(known, -1, code.astype(np.int16))
-    available = np.maximum(nread - PREFIX_BYTES, 0)
+    rows["layout"] = code
+    reason = hdr["reason"]
+    known = reason <= max(Reason)
+    rows["reason"] = np.where(known, reason, int(Reason.UNKNOWN))
+    rows["reason_code"] = np.where(known, -1, reason.astype(np.int16))
+    # Texts that start later than a version-1 file's (the 72-byte header):
+    # moved to where batch_keys and the tails below read every text.
+    for j in np.flatnonzero(at != PREFIX_BYTES):
+        i, start = int(slot[j]), _PAD + int(at[j])
+        held = max(int(nread[j]) - int(at[j]), 0)
+        buf[i, _TEXT_AT : _TEXT_AT + held] = buf[i, start : start + held].copy()
+    available = np.maximum(nread - at, 0)
     head, bkey, probe_rows, probe_keys = batch_keys(buf, _TEXT_AT, text, available,
                                                     None if whole else slot)  # fmt: skip
     rows["head"], rows["bkey"] = head, bkey
@@ -337,7 +343,7 @@ def _parse_batch(  # noqa: PLR0915, PLR0917 - one vectorised pass, in the order 
     tail_known = inside.copy()
     outside = np.flatnonzero(~inside)
     if len(outside):
-        longer = [(int(slot[j]), PREFIX_BYTES + int(text[j])) for j in outside
+        longer = [(int(slot[j]), int(at[j]) + int(text[j])) for j in outside
                   if text[j] > available[j] and text[j] >= TAIL_BYTES]  # fmt: skip
         extra = _tails(dfd, chunk, longer)
         for j in outside:
@@ -370,7 +376,8 @@ class Beside:
     (`result()` returns None).
     """
 
-    def __init__(self, directory: PinnedDir, names: npt.NDArray[np.bytes_]) -> None:
+    def __init__(self, directory: PinnedDir, names: npt.NDArray[np.bytes_],
+                 reading: Reading = DETECTING) -> None:  # fmt: skip
         self.directory = directory
         self.names = names
         self.pid = 0
@@ -393,7 +400,8 @@ class Beside:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
                 os.close(r)
-                data = pickle.dumps(read_many(directory, names), pickle.HIGHEST_PROTOCOL)
+                data = pickle.dumps(read_many(directory, names, reading=reading),
+                                    pickle.HIGHEST_PROTOCOL)  # fmt: skip
                 with os.fdopen(w, "wb") as out:
                     out.write(data)
                 status = 0

@@ -23,8 +23,9 @@ from kvgroomd.core.cleanup import TempFile
 from kvgroomd.core.facts import Invalid
 from kvgroomd.core.index import Snapshot
 from kvgroomd.daemon.pinned import HELD_PREFIX, PinnedDir
-from kvgroomd.daemon.read import fingerprint, read_snapshot
+from kvgroomd.daemon.read import DETECTING, fingerprint, read_snapshot
 from kvgroomd.format.header import PREFIX_BYTES, Header
+from kvgroomd.format.layouts import Reading
 from kvgroomd.format.names import SnapshotName, TempName, classify
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -122,24 +123,26 @@ def _foreign(entry: os.DirEntry[str]) -> Foreign | None:
     return Foreign(entry.name, kind, size, st.st_mtime)
 
 
-def scan_directory(directory: PinnedDir, *, snapshots: bool = True) -> DirScan:
-    """Read every entry of `directory` (headers only; texts are read later).
+def scan_directory(directory: PinnedDir, *, snapshots: bool = True,
+                   reading: Reading = DETECTING) -> DirScan:  # fmt: skip
+    """Read every entry of `directory` (headers only; texts are read later),
+    snapshots as `reading` says (the engine's layout: format/layouts.py).
     `snapshots=False`: only temp files and foreign entries (the caller reads
     the snapshots in bulk)."""
     out = DirScan()
     with directory.scandir() as it:  # entries stat() through its descriptor: use them inside
         for entry in sorted(it, key=lambda e: e.name):
-            _sort(directory, entry, out, snapshots=snapshots)
+            _sort(directory, entry, out, snapshots=snapshots, reading=reading)
     return out
 
 
 def _sort(directory: PinnedDir, entry: os.DirEntry[str], out: DirScan, *,
-          snapshots: bool) -> None:  # fmt: skip
+          snapshots: bool, reading: Reading) -> None:  # fmt: skip
     kind = classify(entry.name)
     if isinstance(kind, SnapshotName):
         if not snapshots:
             return
-        got = read_snapshot(directory, kind)
+        got = read_snapshot(directory, kind, reading=reading)
         if isinstance(got, Invalid):
             out.invalid.append(got)
         elif got is not None:

@@ -18,14 +18,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from kvgroomd.format.layouts import DETECT, ENGINES, LAYOUTS
+
 KiB = 1024
 MiB = 1024 * KiB
 
-DETECT = "detect"  # no layout named: each file is read in the layout its header proves
 # Layouts an engine can be named by (format/layouts.py describes each).
-ENGINE_LAYOUTS = ("upstream", "codec-at-21", "codec-at-7", "header-72", "gb10")
+ENGINE_LAYOUTS = ENGINES
 # Engines that compress their payloads (LZ4 chunks; antirez/ds4 PR #186 and its fork).
-COMPRESSING_LAYOUTS = ("codec-at-21", "codec-at-7")
+COMPRESSING_LAYOUTS = tuple(lay.name for lay in LAYOUTS if lay.compresses)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,8 @@ from kvgroomd.core.groomer import Groomer, Texts
 from kvgroomd.core.index import Snapshot
 from kvgroomd.core.scoring import Policy
 from kvgroomd.core.supersede import superseding
-from kvgroomd.format.header import ABI_CURRENT, ABI_LEGACY, Reason
+from kvgroomd.format.header import ABI_LEGACY, Reason
+from kvgroomd.format.layouts import DETECT, name_of, reads
 
 REASONS = tuple(r.label for r in Reason)
 LS_SCHEMA = "kvgroomd.ls/1"
@@ -49,6 +50,7 @@ class Settings:
     budget: int | None = None
     orphan_temp_age: float = 3600.0
     engine_budget: int | None = None  # the engine's --kv-disk-space-mb, bytes
+    engine: str = DETECT  # the engine's layout (format/layouts.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +65,7 @@ class Row:
     chain_size: int
     covered: bool  # a strict prefix of a compatible longer snapshot
     superseded_by: str | None  # sha of the shortest snapshot that supersedes it
-
-    @property
-    def engine_visible(self) -> bool:
-        """Whether a current engine (2026-05-26 and later) loads it."""
-        return self.snap.header.abi == ABI_CURRENT
+    engine_visible: bool = True  # the engine lists it (format/layouts.reads)
 
     @property
     def leak(self) -> str | None:
@@ -147,10 +145,11 @@ def _others(invalid: Sequence[Any], temps: Sequence[TempFile], foreign: Sequence
             now: float, orphan_age: float) -> list[Other]:  # fmt: skip
     out = []
     for bad in invalid:  # read.Invalid
-        kind = "unknown_format" if bad.why == "unknown_format" else "invalid"
+        kind = bad.why if bad.why in ("unknown_format", "other_layout") else "invalid"
+        why = (getattr(bad, "layout", None) or "unknown") if kind == "other_layout" else bad.why
         size = bad.seen.size if bad.seen else None
         mtime = bad.seen.mtime_ns / 1e9 if bad.seen else None
-        out.append(Other(bad.name, kind, bad.why, bad.detail, size, mtime))
+        out.append(Other(bad.name, kind, why, bad.detail, size, mtime))
     for t in temps:
         if t.writer_alive:
             why, detail = "writing", f"writer pid {t.pid} is running"
@@ -186,6 +185,7 @@ def build(core: Groomer, texts: Texts, *, invalid: Sequence[Any] = (),
                             settings.protect_new)  # fmt: skip
     rank = {int(i): n + 1 for n, i in enumerate(k for k in order if math.isfinite(values[k]))}
     never = np.isin(cols["reason"], [int(r) for r in NEVER_EVICTED])
+    visible = reads(settings.engine, cols["layout"], cols["abi"])
 
     groups: dict[str, list[str]] = {}
     for name in index.names:
@@ -213,6 +213,7 @@ def build(core: Groomer, texts: Texts, *, invalid: Sequence[Any] = (),
                 chain_size=len(member.members) if member else 0,
                 covered=bool(covered.get(name)),
                 superseded_by=superseded_by.get(name),
+                engine_visible=bool(visible[i]),
             )
         )
     rows.sort(key=lambda r: r.snap.name)
@@ -258,7 +259,8 @@ def row_json(r: Row, now: float) -> dict[str, Any]:
         "age_s": max(0, round(now - h.created_at)),
         "idle_s": max(0, round(now - h.last_active)),
         "model_id": h.model_id, "quant_bits": h.quant_bits, "ctx_size": h.ctx_size,
-        "abi": h.abi, "engine_visible": r.engine_visible, "ext_flags": h.ext_flags,
+        "abi": h.abi, "layout": h.layout_name, "engine_visible": r.engine_visible,
+        "ext_flags": h.ext_flags,
         "text_bytes": h.text_bytes, "payload_bytes": h.payload_bytes,
         "score": r.score, "rank": r.rank, "protected": r.protected,
         "chain": r.chain, "chain_size": r.chain_size, "covered": r.covered,
@@ -312,11 +314,19 @@ def stats(inv: Inventory, directory: str) -> dict[str, Any]:
     used = sum(r.snap.size for r in inv.rows)
     budget = inv.settings.budget
     invalid: dict[str, dict[str, int]] = {}
+    other_layouts: dict[str, dict[str, int]] = {}
     for o in inv.others:
-        if o.kind in ("invalid", "unknown_format"):
-            b = invalid.setdefault(o.why, {"count": 0, "bytes": 0})
+        if o.kind in ("invalid", "unknown_format", "other_layout"):
+            into = other_layouts if o.kind == "other_layout" else invalid
+            b = into.setdefault(o.why, {"count": 0, "bytes": 0})
             b["count"] += 1
             b["bytes"] += o.size or 0
+    by_layout: dict[str, dict[str, int]] = {}
+    for r in inv.rows:
+        b = by_layout.setdefault(name_of(r.snap.header.layout, r.snap.header.abi),
+                                 {"count": 0, "bytes": 0})  # fmt: skip
+        b["count"] += 1
+        b["bytes"] += r.snap.size
     temps = [o for o in inv.others if o.temp is not None]
     gone = [o.size or 0 for o in temps if o.temp and not o.temp.writer_alive]
     superseded = [r.snap.size for r in inv.rows if r.superseded_by]
@@ -327,7 +337,9 @@ def stats(inv: Inventory, directory: str) -> dict[str, Any]:
         "now": inv.now,
         "snapshots": _count([r.snap.size for r in inv.rows]),
         "engine_visible": _count([r.snap.size for r in inv.rows if r.engine_visible]),
+        "engine_layout": inv.settings.engine,
         "by_reason": by_reason,
+        "by_layout": by_layout,
         "budget": {
             "limit": budget,
             "used": used,
@@ -345,6 +357,13 @@ def stats(inv: Inventory, directory: str) -> dict[str, Any]:
             "count": kinds["invalid"] + kinds["unknown_format"],
             "bytes": sum(b["bytes"] for b in invalid.values()),
             "by_why": invalid,
+        },
+        # Snapshots of layouts the engine does not read: they use disk, but
+        # neither count against its budget nor are evicted for it.
+        "other_layouts": {
+            "count": kinds["other_layout"],
+            "bytes": sum(b["bytes"] for b in other_layouts.values()),
+            "by_layout": other_layouts,
         },
         "leaks": {
             "stale_format": _count([r.snap.size for r in inv.rows if r.leak]),

@@ -73,8 +73,20 @@ def _notes(r: Row) -> str:
     if r.chain:
         notes.append(f"chain {r.chain[:12]} ({r.chain_size})")
     if not r.engine_visible:
-        notes.append(f"ABI {r.snap.header.abi}: invisible to current engines")
+        h = r.snap.header
+        notes.append(f"ABI {h.abi}: invisible to current engines" if h.legacy
+                     else f"{h.layout_name}: the engine does not list it")  # fmt: skip
     return "; ".join(notes)
+
+
+def _other_layouts(st: dict[str, Any]) -> list[str]:
+    """The stats line of snapshots the engine does not read, when there are any."""
+    o = st["other_layouts"]
+    if not o["count"]:
+        return []
+    which = ", ".join(f"{k} {v['count']}" for k, v in sorted(o["by_layout"].items()))
+    return [f"other layouts   {_n(o)} ({which}): the engine ({st['engine_layout']}) does not "
+            "read them; not counted, never evicted"]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
@@ -161,6 +173,7 @@ def stats_lines(st: dict[str, Any]) -> list[str]:
         f"chains          {c['count']} ({c['snapshots']} snapshots, {format_size(c['bytes'])}); "
         f"superseded now: {_n(c['superseded'])}",
         f"invalid         {_n(inv)}" + (f" ({why})" if why else ""),
+        *_other_layouts(st),
         f"leaks           stale_format (ABI 0): {_n(leaks['stale_format'])}; "
         f"orphan temps: {_n(leaks['orphan_temps'])}",
         f"temps writing   {_n(st['temps_writing'])}",

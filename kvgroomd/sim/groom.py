@@ -80,8 +80,9 @@ class SimTexts:
             return None
         return self.disk.raw(snap.name)
 
-    def texts(self, names: npt.NDArray[np.bytes_],
-              lengths: npt.NDArray[np.integer[Any]]) -> Iterator[bytes | None]:  # fmt: skip
+    def texts(self, names: npt.NDArray[np.bytes_], lengths: npt.NDArray[np.integer[Any]],
+              offsets: npt.NDArray[np.integer[Any]]) -> Iterator[bytes | None]:  # fmt: skip
+        del offsets  # texts are kept apart from headers here
         for b, n in zip(names.tolist(), lengths.tolist(), strict=True):
             name = b.decode()
             yield self.disk.raw(name)[:n] if name in self.disk.index else None

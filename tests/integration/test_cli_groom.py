@@ -153,5 +153,6 @@ class TestTextfile:
         }
         assert samples[("kvgroomd_unlinks_total", "superseded")] == 2
         assert samples[("kvgroomd_unlinks_total", "budget")] == 0
-        assert samples[("kvgroomd_invalid_files", None)] == 6
+        assert samples[("kvgroomd_invalid_files", None)] == 5
+        assert samples[("kvgroomd_other_layout_snapshots", None)] == 1  # the version-2 copy
         assert os.listdir(prom.parent) == ["kvgroomd.prom"]  # no temp file left behind

@@ -13,7 +13,7 @@ import pytest
 
 SNAPSHOT_KEYS = {
     "name", "sha", "reason", "reason_code", "tokens", "hits", "size", "created_at",
-    "last_used", "age_s", "idle_s", "model_id", "quant_bits", "ctx_size", "abi",
+    "last_used", "age_s", "idle_s", "model_id", "quant_bits", "ctx_size", "abi", "layout",
     "engine_visible", "ext_flags", "text_bytes", "payload_bytes", "score", "rank",
     "protected", "chain", "chain_size", "covered", "superseded_by", "leak",
 }  # fmt: skip
@@ -109,7 +109,9 @@ class TestJson:
         kinds = {o["name"]: o["kind"] for o in doc["others"]}
         assert kinds["sysprompt.kv"] == "foreign"
         assert kinds["17e4542633d0d2269c3cd22b7772fa4c668e442f.kv"] == "unknown_format"
-        assert kinds["ca78cdb073403b0385baf73204df135399ab4fdf.kv"] == "unknown_format"
+        # version 2 with bytes 20-23 = 02 00 00 00: a raw codec-at-21 file, which
+        # the upstream engine (the one a config names by default) does not read
+        assert kinds["ca78cdb073403b0385baf73204df135399ab4fdf.kv"] == "other_layout"
         assert kinds["27d31d70e91b07659d982d853e30c09faf319d5c.kv"] == "invalid"
         assert sorted(k for k in kinds.values() if k == "temp") == ["temp"]
         assert len(kinds) == len(manifest) - len(rows)

@@ -69,7 +69,8 @@ class TestEndpoint:
         assert s[("kvgroomd_unlinks_total", "orphan_temps")] == 1
         assert s[("kvgroomd_unlinks_total", "budget")] == 0
         assert s[("kvgroomd_budget_bytes", None)] == 2**30
-        assert s[("kvgroomd_invalid_files", None)] == 6
+        assert s[("kvgroomd_invalid_files", None)] == 5
+        assert s[("kvgroomd_other_layout_snapshots", None)] == 1  # the version-2 copy
         assert s[("kvgroomd_stale_format_snapshots", None)] == 0
         assert s[("kvgroomd_reconcile_repairs_total", None)] == 0
 

@@ -17,7 +17,7 @@ from kvgroomd.core.decision import Decision, Fingerprint, Result
 from kvgroomd.core.drift import Drift
 from kvgroomd.core.groomer import Groomer, Step
 from kvgroomd.core.index import NAME, SHORT_HEAD, Index, Snapshot, head_key
-from kvgroomd.format.header import ABI_CURRENT, PREFIX_BYTES, Header, Reason, sha1_hex
+from kvgroomd.format.header import ABI_CURRENT, Header, Reason, sha1_hex
 from kvgroomd.sim.groom import SimTexts
 
 T0 = 1_780_000_000  # a fake "now" in late May 2026, as in the fixtures
@@ -44,6 +44,7 @@ def header(
     payload_bytes: int | None = None,
     ext_flags: int = 0,
     reason_code: int = -1,
+    layout: int = 0,
 ) -> Header:
     """A valid version-1 header; text_bytes defaults to tokens (1 byte/token),
     last_used to created_at and payload_bytes to 4096 + 8 * tokens."""
@@ -53,6 +54,7 @@ def header(
         last_used=created_at if last_used is None else last_used,
         payload_bytes=4096 + 8 * tokens if payload_bytes is None else payload_bytes,
         text_bytes=tokens if text_bytes is None else text_bytes, reason_code=reason_code,
+        layout=layout,
     )  # fmt: skip
 
 
@@ -97,7 +99,7 @@ def snapshot(
     if name is None:
         name = anon_name()
     if size is None:
-        size = PREFIX_BYTES + h.text_bytes + h.payload_bytes
+        size = h.min_file_size
     seen = Fingerprint(dev, next(_inodes) if ino is None else ino, size, mtime_ns)
     return Snapshot(name, name[:40].lower(), h, seen, SHORT_HEAD if head is None else head, covered)
 

@@ -1,8 +1,12 @@
-"""The public fixture set, read through the pure core, agrees with its manifest.
+"""The engine fixture set (tests/fixtures/engine), read through the pure
+core, agrees with its manifest.
 
 Every file the manifest lists is checked field by field, for validity (header
 parse + size check + name kind), for its text digest and for the prefix
-relations between texts. The files are only read, never written.
+relations between texts. The manifest's `valid` is the upstream engine's
+view (antirez/ds4, version 1 and payload ABI 2), so validity is judged as
+kvgroomd reads a directory whose engine is upstream's. The files are only
+read, never written. The other layouts' fixtures: test_fixtures_layouts.py.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ from kvgroomd.format.header import (
     Unparsable,
     check_size,
     prefix_digests,
+    read_header,
     sha1_hex,
 )
+from kvgroomd.format.layouts import Reading
 from kvgroomd.format.names import ForeignName, SnapshotName, TempName, classify
 
 Entry = dict[str, Any]
 OLD_ENGINE = "ds4-2026-05-21"
 NEW_ENGINE = "ds4-2026-05-26"
+UPSTREAM = Reading("upstream")
 
 # Header fields the manifest gives, and how to read each from the raw bytes
 # (offsets of the fixtures README, decoded independently of kvgroomd).
@@ -79,6 +86,10 @@ def expected_failures(invalid_reason: str) -> set[str]:
     for part in invalid_reason.split("; "):
         if part.startswith("bad magic"):
             kinds.add("magic")
+        elif part.startswith("unsupported version 2"):
+            # A version-2 header the registry knows (a raw codec-at-21 file):
+            # another engine's snapshot, which the upstream engine does not read.
+            kinds.add("other_layout")
         elif part.startswith(("unsupported version", "unknown payload ABI")):
             kinds.add("unknown_format")
         elif part.startswith(("tokens=0", "quant_bits=")):
@@ -93,13 +104,21 @@ def expected_failures(invalid_reason: str) -> set[str]:
 
 
 def verdict(entry: Entry, raw: bytes) -> tuple[list[str], Header | Unparsable]:
-    """Everything kvgroomd finds wrong with a file: header, size and name."""
+    """Everything kvgroomd finds wrong with a file in an upstream engine's
+    directory: header, size, layout and name."""
     failures = []
-    got = Header.parse(raw[:PREFIX_BYTES])
+    got = Header.parse(raw)
     if isinstance(got, Unparsable):
         failures.append(got.why)
     elif (short := check_size(got, len(raw))) is not None:
         failures.append(short.why)
+    elif not UPSTREAM.keeps(got.layout, got.abi):
+        failures.append("other_layout")
+    # One read with the file's size says the same as the two steps above.
+    full = read_header(raw, len(raw), engine="upstream")
+    once = (full.why if isinstance(full, Unparsable)
+            else "valid" if UPSTREAM.keeps(full.layout, full.abi) else "other_layout")  # fmt: skip
+    assert once == (failures[0] if failures else "valid")
     if not isinstance(classify(entry["name"]), SnapshotName):
         failures.append("name")
     return failures, got
@@ -179,7 +198,8 @@ class TestEachFixtureFile:
                 assert (h.tokens, h.quant_bits) == (
                     manifest_entry["tokens"], manifest_entry["quant_bits"])  # fmt: skip
         else:
-            assert h.pack() == raw[:PREFIX_BYTES]
+            assert h.encode() == raw[: h.text_at]
+            assert h.pack() == raw[: len(h.pack())]
             for field in HEADER_FIELDS:
                 assert getattr(h, field) == manifest_entry[field], field
         for field in ("ext_flags", "model_id", "hits", "ctx_size", "created_at",
@@ -297,12 +317,13 @@ class TestSpecialFiles:
     def test_damaged_copies_are_each_rejected_for_their_reason(
         self, fixtures_dir: Path, manifest: dict[str, Any]
     ) -> None:
-        """The six damaged copies give magic, unknown_format (twice), invalid
+        """The six damaged copies give magic, unknown_format (the ABI-7 one),
+        other_layout (the version-2 one: a raw codec-at-21 header), invalid
         (twice) and truncated."""
         whys = sorted(
             verdict(e, read(fixtures_dir, e))[0][0]
             for e in manifest["files"]
             if not e["valid"] and isinstance(classify(e["name"]), SnapshotName)
         )
-        assert whys == ["invalid", "invalid", "magic", "truncated",
-                        "unknown_format", "unknown_format"]  # fmt: skip
+        assert whys == ["invalid", "invalid", "magic", "other_layout", "truncated",
+                        "unknown_format"]  # fmt: skip

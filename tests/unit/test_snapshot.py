@@ -173,17 +173,32 @@ class TestInvalid:
         assert isinstance(got, Unparsable)
         assert got.why == "magic"
 
-    @pytest.mark.parametrize("version", [0, 2, 255])
+    @pytest.mark.parametrize("version", [0, 3, 255])
     def test_unknown_version_is_unknown_format(self, version: int) -> None:
-        """A header version other than 1 may be a newer engine's: unknown_format."""
+        """A header version no known layout has may be a newer engine's: unknown_format."""
         got = Header.parse(raw_header(version=version))
         assert got == Unparsable("unknown_format", f"version={version}")
 
-    @pytest.mark.parametrize("abi", [1, 3, 7, 255])
+    def test_version_2_without_the_size_is_in_doubt(self) -> None:
+        """A version-1 header stamped version 2 is a raw codec-at-21 header,
+        and its first 76 bytes also fit a 72-byte header: without the file's
+        size nothing tells them apart, so it is unknown_format."""
+        got = Header.parse(raw_header(version=2) + bytes(24))
+        assert isinstance(got, Unparsable)
+        assert got.why == "unknown_format"
+        assert "ambiguous: codec-at-21 or header-72" in got.detail
+
+    @pytest.mark.parametrize("abi", [1, 5, 7, 255])
     def test_unknown_abi_is_unknown_format(self, abi: int) -> None:
-        """A payload ABI other than 0 or 2 may be a newer engine's: unknown_format."""
+        """A payload ABI no known layout has may be a newer engine's: unknown_format."""
         got = Header.parse(raw_header(abi=abi))
         assert got == Unparsable("unknown_format", f"abi={abi}")
+
+    @pytest.mark.parametrize("abi", [3, 4])
+    def test_abi_3_and_4_are_the_gb10_layout(self, abi: int) -> None:
+        """Version 1 with payload ABI 3 or 4 is redhunt07/ds4-DSpark-GB10's layout."""
+        h = parsed(raw_header(abi=abi))
+        assert (h.abi, h.layout_name, h.legacy) == (abi, "gb10", False)
 
     def test_unknown_abi_wins_over_invalid_fields(self) -> None:
         """An unknown ABI is reported as unknown_format even with tokens 0."""

@@ -35,8 +35,8 @@ class StopAfter:
     def text(self, snap: Snapshot) -> bytes | None:
         return self.inner.text(snap)
 
-    def texts(self, names: Any, lengths: Any) -> Iterator[bytes | None]:
-        for text in self.inner.texts(names, lengths):
+    def texts(self, names: Any, lengths: Any, offsets: Any) -> Iterator[bytes | None]:
+        for text in self.inner.texts(names, lengths, offsets):
             if self.read == self.n:
                 raise Interrupted
             self.read += 1

@@ -14,8 +14,6 @@ import socket
 import time
 from pathlib import Path
 
-import pytest
-
 from kvgroomd.daemon.apply import QUARANTINE_PREFIX
 from kvgroomd.testing.audit import look, plant
 
@@ -66,7 +64,6 @@ def test_only_valid_snapshots_go_from_a_hostile_directory(tmp_path, kit, start_d
     assert d.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="layouts: #11.1 (header integers, one verdict on every path)")
 def test_a_payload_size_past_2_63_is_never_evicted(tmp_path, kit, start_daemon):
     """A header whose payload_bytes is 2^63 + 5 (no file is that long) is invalid
     on every read path, at start (bulk) and at run time (one file): never evicted."""
