@@ -33,7 +33,7 @@ from kvgroomd.format.layouts import (
     Layout,
 )
 
-# The version-1 layout (spec section 2): 48 fixed bytes, then the u32 text
+# The version-1 layout (docs/format.md): 48 fixed bytes, then the u32 text
 # length; all little-endian. Other layouts: format/layouts.py.
 _LAYOUT = struct.Struct("<3sBBBBBIIIB3xQQQI")
 PREFIX_BYTES = _LAYOUT.size  # 52: everything before the text of a version-1 file
@@ -93,7 +93,7 @@ class Header:
 
     `layout` is the index's layout byte (format/layouts.py: the family, and
     FINGERPRINTED for a 72-byte header naming a weights fingerprint); the
-    default is the version-1 layout of spec section 2. `codec` and
+    default is upstream's version-1 layout. `codec` and
     `chunk_size` are the compressing layouts' (0: raw), `extra` the 72-byte
     header's bytes 48..71 (lineage, fingerprint, bucket, level, stale). The
     index keeps neither of those three: a Header rebuilt from an index row

@@ -173,7 +173,7 @@ _COMMON = (
     Field("payload_bytes", 40, 8),
 )  # fmt: skip
 _V1_FIELDS = (*_COMMON, Field("model_id", 7, 1), Field("abi", 20, 1), Field("text_bytes", 48, 4))
-# What every engine requires of a header (spec section 2).
+# What every engine requires of a header (docs/format.md).
 _VALID = (Check("quant_bits", ((2, 2), (4, 4))), Check("tokens", ((1, U32_MAX),)))
 
 
@@ -335,7 +335,7 @@ def same_engine(*, n_layout: npt.ArrayLike, n_abi: npt.ArrayLike, n_model: npt.A
     payload ABI (or O a legacy file under a current version-1 N, which the
     current engine loads instead), and the same model id where the layout
     has one. A fingerprinted 72-byte header pairs with nothing. The rules of
-    spec section 4 (context, quant, text prefix) come on top."""
+    supersession (context, quant, text prefix: docs/format.md) come on top."""
     nl, ol = np.asarray(n_layout, dtype=np.intp), np.asarray(o_layout, dtype=np.intp)
     na, oa = np.asarray(n_abi, dtype=np.intp), np.asarray(o_abi, dtype=np.intp)
     fam = (nl == ol) & ((nl & FINGERPRINTED) == 0)

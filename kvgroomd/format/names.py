@@ -1,4 +1,4 @@
-"""Which names in the cache directory are whose (spec section 1).
+"""Which names in the cache directory are whose (docs/format.md).
 
 Pure. Only `<40 hex>.kv` is a snapshot kvgroomd may act on; a temp file is the
 engine's work in progress; anything else (e.g. the agent's `sysprompt.kv`)
