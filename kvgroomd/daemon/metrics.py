@@ -259,7 +259,9 @@ class _Collector:
         yield snaps
         yield size
         if s.budget is not None:
-            yield GaugeMetricFamily(f"{PREFIX}_budget_bytes", "Configured disk budget.",
+            yield GaugeMetricFamily(f"{PREFIX}_budget_bytes",
+                                    "The usage budget eviction keeps below (budget, or "
+                                    "engine_budget less the next store's room).",
                                     value=s.budget)  # fmt: skip
             yield GaugeMetricFamily(f"{PREFIX}_budget_headroom_bytes",
                                     "Budget minus the bytes counted against it (negative: over).",

@@ -93,6 +93,19 @@ class TestEndpoint:
         used = sum(f["file_size"] for f in kept) - SUPERSEDED_BYTES
         assert s[("kvgroomd_budget_headroom_bytes", None)] == 2**30 - used
 
+    def test_with_only_the_engine_budget_the_budget_and_headroom_are_reported(
+        self, fixture_cache: Path, start_daemon: Any
+    ) -> None:
+        """`--engine-budget` alone (the README's set-up): the budget gauge is the one eviction
+        keeps below (at most the engine's), and the headroom is it less the usage."""
+        d = start_daemon(cache_dir=fixture_cache, engine_budget=1024,
+                         metrics={"listen": "127.0.0.1:0"})  # fmt: skip
+        s = scrape(int(d.wait_for("metrics.listening")[0]["port"]))
+        budget = s[("kvgroomd_budget_bytes", None)]
+        assert 0 < budget <= 1024 * 2**20
+        used = sum(v for (k, _), v in s.items() if k == "kvgroomd_snapshot_bytes")
+        assert s[("kvgroomd_budget_headroom_bytes", None)] == budget - used
+
     def test_a_landed_file_is_counted_and_its_latency_observed(
         self, daemon: tuple[Any, int], fixture_cache: Path, kit: Any
     ) -> None:
