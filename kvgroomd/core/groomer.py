@@ -47,6 +47,7 @@ from kvgroomd.core.scoring import POLICIES, Clock
 from kvgroomd.core.steps import Note, Repairs, Rules, Step, Texts
 from kvgroomd.core.supersede import (
     CHAIN_REASONS,
+    Probes,
     candidate_rows,
     prove,
     superseding,
@@ -200,7 +201,7 @@ class Groomer:
             step += self.gone(name)
         for bad in loaded.invalid:
             step += self.invalid_file(bad)
-        rows, keys, valid_at = self._index_loaded(loaded, now, quiet=quiet, step=step)
+        probes, valid_at = self._index_loaded(loaded, now, quiet=quiet, step=step)
         if listed is not None and self.invalid:
             names = {n.decode() for n in listed.tolist()}
             for name in [n for n in self.invalid if n not in names]:
@@ -216,12 +217,12 @@ class Groomer:
             # The probes of what was just read name rows: complete when the
             # index held nothing else, and valid while no row has moved.
             complete = fresh and self.index.generation == valid_at
-            step += self.sweep(texts, now, (rows, keys) if complete else None)
+            step += self.sweep(texts, now, probes if complete else None)
         step += self._budget(now)
         return step, repairs
 
     def sweep(self, texts: Texts, now: float,
-              probes: tuple[Rows, npt.NDArray[np.uint32]] | None = None) -> Step:  # fmt: skip
+              probes: Probes | None = None) -> Step:  # fmt: skip
         """Apply the supersession rule across everything indexed (arrivals out
         of order, files that landed while nobody watched). Without `probes`
         the heads of the indexed texts are read again to get them."""
@@ -247,7 +248,7 @@ class Groomer:
         return step
 
     def prefix_pairs(self, texts: Texts,
-                     probes: tuple[Rows, npt.NDArray[np.uint32]] | None = None,
+                     probes: Probes | None = None,
                      ) -> tuple[Rows, Rows]:  # fmt: skip
         """Every proven (N row, O row) pair of the index: O's text is a strict
         prefix of N's and N can stand in for O. Longest N first, then O by row.
@@ -329,7 +330,7 @@ class Groomer:
                 "dir_bytes": self.usage}  # fmt: skip
 
     def _index_loaded(self, loaded: Loaded, now: float, *, quiet: bool,
-                      step: Step) -> tuple[Rows, npt.NDArray[np.uint32], int]:  # fmt: skip
+                      step: Step) -> tuple[Probes, int]:  # fmt: skip
         """Put what a bulk read found into the index. Returns the prefix
         probes of the rows appended (index rows, keys) and the index
         generation they are valid at."""
@@ -361,13 +362,15 @@ class Groomer:
             for k in range(len(fresh)):
                 s = self.index.at(base + k)
                 step.notes.append(Note(events.ADDED, "info", self._fields(s)))
+        if len(fresh) == len(rows):  # all of them (a start-up): no gather over the probes
+            return (base + loaded.probe_rows, loaded.probe_keys), self.index.generation
         where = np.full(len(rows), -1, dtype=np.intp)
         where[fresh] = base + np.arange(len(fresh))
         at = where[loaded.probe_rows]
         keep = at >= 0
-        return at[keep], loaded.probe_keys[keep], self.index.generation
+        return (at[keep], loaded.probe_keys[keep]), self.index.generation
 
-    def _probes(self, texts: Texts) -> tuple[Rows, npt.NDArray[np.uint32]]:
+    def _probes(self, texts: Texts) -> Probes:
         """Prefix probes of every indexed chain snapshot, from a fresh read of
         each file's head (a file replaced since it was indexed gives none)."""
         cols = self.index.columns()

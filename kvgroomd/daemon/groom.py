@@ -27,11 +27,11 @@ from kvgroomd.core.facts import Invalid, Loaded
 from kvgroomd.core.groomer import Groomer, Note, Repairs, Rules, Step
 from kvgroomd.core.index import NAME, Snapshot
 from kvgroomd.daemon import _memory as memory
+from kvgroomd.daemon._reader import Beside
 from kvgroomd.daemon.apply import apply
 from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import (
     DETECTING,
-    Beside,
     read_many,
     read_snapshot,
     read_text,
@@ -86,17 +86,18 @@ class FileTexts:
 
 def _read_all(directory: PinnedDir, names: npt.NDArray[np.bytes_],
               tick: Callable[[], None], reading: Reading) -> Loaded:  # fmt: skip
-    """`read_many` of many names; from _FORK_AT names a child process reads
-    part of them meanwhile (read.Beside)."""
-    cut = len(names) * 11 // 20  # the child also pickles: it takes a little less
+    """`read_many` of many names; from _FORK_AT names a helper process reads
+    part of them meanwhile (_reader.Beside: fork and exec, not a bare fork of
+    this threaded process)."""
+    cut = len(names) * 11 // 20  # the helper also starts Python and pickles: a little less
     beside = Beside(directory, names[cut:], reading) if len(names) >= _FORK_AT else None
     mine = names[:cut] if beside else names
     try:
         parts = [read_many(directory, mine[i : i + _LOAD_PART], tick=tick, reading=reading)
                  for i in range(0, len(mine), _LOAD_PART)]  # fmt: skip
         if beside:
-            loaded = beside.result()
-            if loaded is None:  # the child failed: read its part here
+            loaded = beside.result(tick)
+            if loaded is None:  # the helper failed: read its part here
                 theirs = names[cut:]
                 parts += [read_many(directory, theirs[i : i + _LOAD_PART], tick=tick,
                                     reading=reading)

@@ -94,6 +94,15 @@ class PinnedDir:
         d.pin(follow=follow)
         return d
 
+    @classmethod
+    def adopt(cls, fd: int) -> PinnedDir:
+        """A directory another process pinned and passed on as `fd` (the
+        start-up's reader helper): used as it is, never re-opened by path."""
+        d = cls(Path(f"/proc/self/fd/{fd}"))
+        st = os.fstat(fd)
+        d._fd, d.dev, d.ino = fd, st.st_dev, st.st_ino
+        return d
+
     # -- pinning -------------------------------------------------------------
 
     def pin(self, *, follow: bool = False) -> None:

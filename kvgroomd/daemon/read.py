@@ -9,14 +9,10 @@ never deleted.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import pickle
-import signal
 import stat
 import struct
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -359,82 +355,3 @@ def _parse_batch(  # noqa: PLR0915, PLR0917 - one vectorised pass, in the order 
     chain = _CHAIN[rows["reason"]][probe_rows]  # only they supersede or cover
     return (rows, slot, probe_rows[chain].astype(np.int32),
             probe_keys[chain].astype(np.uint32))  # fmt: skip
-
-
-# -- half of a large read in a second process ----------------------------------
-
-
-class Beside:
-    """`read_many` of `names` in a forked child while the caller reads others.
-
-    A start-up over 100,000 files is four syscalls a file plus the Python
-    around them, on one core. On the two cores the daemon is sized for, a
-    child reading half the names halves that part of the wait for READY=1.
-    The child only reads files and computes rows (no logging, no index, no
-    signals handled: it exits on SIGTERM) and hands its `Loaded` back through
-    a pipe. Whoever cannot fork, or whose child fails, reads the names itself
-    (`result()` returns None).
-    """
-
-    def __init__(self, directory: PinnedDir, names: npt.NDArray[np.bytes_],
-                 reading: Reading = DETECTING) -> None:  # fmt: skip
-        self.directory = directory
-        self.names = names
-        self.pid = 0
-        self._fd = -1
-        try:
-            r, w = os.pipe()
-        except OSError:
-            return
-        try:
-            with warnings.catch_warnings():  # 3.12+: fork() with threads running
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
-        except OSError:
-            os.close(r)
-            os.close(w)
-            return
-        if pid == 0:  # the child: read, send, leave without running any cleanup
-            status = 1
-            try:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                os.close(r)
-                data = pickle.dumps(read_many(directory, names, reading=reading),
-                                    pickle.HIGHEST_PROTOCOL)  # fmt: skip
-                with os.fdopen(w, "wb") as out:
-                    out.write(data)
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(w)
-        self.pid, self._fd = pid, r
-
-    def __bool__(self) -> bool:
-        return self.pid != 0
-
-    def result(self) -> Loaded | None:
-        """The child's `Loaded`, once it is done (None if it failed)."""
-        if not self.pid:
-            return None
-        with os.fdopen(self._fd, "rb") as inp:
-            self._fd = -1
-            data = inp.read()
-        _pid, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        if status != 0 or not data:
-            return None
-        loaded: Loaded = pickle.loads(data)
-        return loaded
-
-    def cancel(self) -> None:
-        """Stop the child (if still running) and reap it."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if self.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-            self.pid = 0

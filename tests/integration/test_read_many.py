@@ -115,17 +115,24 @@ def test_probes_cover_every_true_prefix(odd_dir: Path) -> None:
     assert found >= 2  # the 5000-byte text in the long one, at least
 
 
-def test_beside_reads_in_a_child_what_read_many_reads(odd_dir: Path) -> None:
-    """read.Beside hands back, from a forked child, what read_many finds."""
+def test_beside_reads_in_a_helper_what_read_many_reads(odd_dir: Path) -> None:
+    """_reader.Beside hands back, from a helper program (fork and exec, the
+    pinned directory's descriptor passed on), what read_many finds."""
     from kvgroomd.core.index import NAME  # noqa: PLC0415
-    from kvgroomd.daemon.read import Beside  # noqa: PLC0415
+    from kvgroomd.daemon._reader import Beside  # noqa: PLC0415
 
     names = np.array([n.encode() for n in sorted(os.listdir(odd_dir))], dtype=NAME)
     here = read_many(PinnedDir.at(odd_dir), names)
-    beside = Beside(PinnedDir.at(odd_dir), names)
+    pinned = PinnedDir.at(odd_dir)
+    beside = Beside(pinned, names)
     assert beside
-    got = beside.result()
+    assert beside.proc is not None
+    with open(f"/proc/{beside.proc.pid}/cmdline", "rb") as f:  # a new program, not a fork
+        assert b"kvgroomd.daemon._reader" in f.read()
+    ticks = []
+    got = beside.result(tick=lambda: ticks.append(1))
     beside.cancel()
+    assert ticks  # the wait ticked (systemd's watchdog is fed meanwhile)
     assert got is not None
     assert got.rows.tobytes() == here.rows.tobytes()
     assert got.names.tolist() == here.names.tolist()
@@ -137,8 +144,9 @@ def test_beside_reads_in_a_child_what_read_many_reads(odd_dir: Path) -> None:
 def test_start_up_with_a_child_reader_grooms_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A start-up that forks a reader for half the files (large directories)
-    indexes, covers and supersedes exactly what a single-process one does."""
+    """A start-up that has a helper read part of the files (large
+    directories) indexes, covers and supersedes exactly what a
+    single-process one does."""
     from kvgroomd.config import Config  # noqa: PLC0415
     from kvgroomd.daemon import groom  # noqa: PLC0415
     from kvgroomd.testing.engine import populate  # noqa: PLC0415
@@ -203,3 +211,21 @@ def test_sweep_when_every_text_shares_a_long_system_prompt(tmp_path: Path) -> No
     names, flags = g.index.names, g.index.columns()["covered"]
     assert {n for n, c in zip(names, flags, strict=True) if c} == covered - superseded
     assert len(superseded) > 20 and len(covered - superseded) > 5
+
+
+def test_the_helper_reads_the_pinned_directory_not_its_path(odd_dir: Path, tmp_path: Path) -> None:
+    """The helper gets the pinned descriptor, never the path: after the path
+    is swapped for another directory it still reads the pinned one."""
+    from kvgroomd.core.index import NAME  # noqa: PLC0415
+    from kvgroomd.daemon._reader import Beside  # noqa: PLC0415
+
+    names = np.array([n.encode() for n in sorted(os.listdir(odd_dir))], dtype=NAME)
+    pinned = PinnedDir.at(odd_dir)
+    here = read_many(pinned, names)
+    odd_dir.rename(tmp_path / "moved")
+    odd_dir.mkdir()  # same path, empty: a path-based reader would find nothing
+    beside = Beside(pinned, names)
+    got = beside.result()
+    beside.cancel()
+    assert got is not None
+    assert got.rows.tobytes() == here.rows.tobytes() and len(got.rows)
