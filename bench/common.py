@@ -8,24 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import select
 import shutil
-import signal
-import socket
 import struct
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from kvgroomd.testing.daemon import DaemonProcess, write_config
 from kvgroomd.testing.engine import populate
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -190,115 +183,25 @@ class Inotify:
 # -- the daemon as a process ----------------------------------------------------
 
 
-class Daemon:
-    """`python -m kvgroomd run` on a directory, READY=1 via our own NOTIFY_SOCKET,
-    its JSON log parsed by a reader thread."""
+class Daemon(DaemonProcess):
+    """`python -m kvgroomd run` on a directory (kvgroomd.testing.daemon, as the
+    tests run it), with a config written into `workdir` and READY=1 read off
+    our own NOTIFY_SOCKET."""
 
     def __init__(self, cache_dir: Path, workdir: Path, *, env: dict[str, str] | None = None,
                  **config: Any) -> None:  # fmt: skip
         config.setdefault("log", {"format": "json", "level": "info"})
-        config["cache_dir"] = str(cache_dir)
         fd, path = tempfile.mkstemp(prefix="kvgroomd-", suffix=".yaml", dir=workdir)
         os.close(fd)
-        self.config_path = Path(path)
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.sock_path = tempfile.mktemp(prefix="notify-", dir=workdir)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.sock_path)
-        self.records: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": self.sock_path,
-                    **(env or {})}  # fmt: skip
-        self.t_spawn = time.monotonic()
-        self.wall_spawn = time.time()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kvgroomd", "run", "--config", str(self.config_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, text=True,
-        )  # fmt: skip
-        self.pid = self.proc.pid
-        self.stderr = ""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._err = threading.Thread(target=self._read_err, daemon=True)
-        self._err.start()
-        # Read the notify socket for the daemon's whole life: a daemon whose
-        # STATUS= datagrams are not read blocks in sendto() once the socket's
-        # queue is full (main's notify.py has no send timeout).
-        self.ready_at: float | None = None
-        self._stopped = False
-        self._ready = threading.Event()
-        self._notify = threading.Thread(target=self._read_notify, daemon=True)
-        self._notify.start()
+        super().__init__(write_config(Path(path), cache_dir=cache_dir, **config), env,
+                         notify_dir=workdir)  # fmt: skip
 
-    def _read_notify(self) -> None:
-        self.sock.settimeout(0.5)
-        while not self._stopped:
-            try:
-                msg = self.sock.recv(4096).decode()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if "READY=1" in msg.split("\n") and self.ready_at is None:
-                self.ready_at = time.monotonic()
-                self._ready.set()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                rec = {"event": "<not json>", "line": line}
-            rec["_seen"] = time.monotonic()
-            with self._cond:
-                self.records.append(rec)
-                self._cond.notify_all()
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        self.stderr = self.proc.stderr.read()
-
-    def wait_ready(self, timeout: float) -> float:
-        """Seconds from spawn to READY=1 on the notify socket."""
-        if not self._ready.wait(timeout) or self.ready_at is None:
-            raise TimeoutError(f"no READY=1 within {timeout} s; exit={self.proc.poll()}")
-        return self.ready_at - self.t_spawn
-
-    def wait_for(self, event: str, timeout: float = 30.0, **match: Any) -> dict[str, Any]:
+    def first(self, event: str, timeout: float = 30.0, **match: Any) -> dict[str, Any]:
         """The first log record of `event` matching `match` (waits for it)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            start = 0
-            while True:
-                for rec in self.records[start:]:
-                    if rec.get("event") == event and all(rec.get(k) == v for k, v in match.items()):
-                        return rec
-                start = len(self.records)
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise TimeoutError(f"no {event} {match}; exit={self.proc.poll()} "
-                                       f"stderr={self.stderr[-1000:]}")  # fmt: skip
-                self._cond.wait(min(left, 0.5))
+        return self.wait_for(event, timeout, **match)[0]
 
-    def events(self, event: str) -> list[dict[str, Any]]:
-        with self._cond:
-            return [r for r in self.records if r.get("event") == event]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._reader.join(5)
-        self._stopped = True
-        self._notify.join(2)
-        self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.sock_path)
+    def stop(self, timeout: float = 30.0) -> int:
+        code = super().stop(timeout)
         self.config_path.unlink(missing_ok=True)
         return code
 

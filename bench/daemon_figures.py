@@ -48,8 +48,8 @@ def start_once(cache_dir: Path, workdir: Path, *, timeout: float, keep: bool = F
         out["timeout_s"] = timeout
         d.stop()
         return out, None
-    ready = d.wait_for("daemon.ready", timeout=30)
-    started = d.wait_for("daemon.started", timeout=5)
+    ready = d.first("daemon.ready", timeout=30)
+    started = d.first("daemon.started", timeout=5)
     out["imports_s"] = iso_to_epoch(started["timestamp"]) - d.wall_spawn
     out["work_s"] = iso_to_epoch(ready["timestamp"]) - iso_to_epoch(started["timestamp"])
     out["snapshots"] = ready.get("snapshots")
@@ -133,7 +133,7 @@ def latency(cache_dir: Path, workdir: Path, *, trials: int, warmup: int = 10,
         for t in range(warmup + trials):
             prefix = lead + f" latency trial {seed}-{t}:".encode()  # unique per trial
             o_path = engine.store(prefix + body[:o_len], o_tokens, Reason.CONTINUED)
-            d.wait_for("snapshot.added", timeout=30, path=str(o_path))
+            d.first("snapshot.added", timeout=30, path=str(o_path))
             watch.drain()
             engine.store(prefix + body, n_tokens, Reason.CONTINUED)
             t0 = engine.t_rename_ns
@@ -148,7 +148,7 @@ def latency(cache_dir: Path, workdir: Path, *, trials: int, warmup: int = 10,
                     elif mask & IN_DELETE and name in (held, o_path.name):
                         t_gone = t_ev
                         t_name = t_name or t_ev
-            rec = d.wait_for("snapshot.unlinked", timeout=30, path=str(o_path))
+            rec = d.first("snapshot.unlinked", timeout=30, path=str(o_path))
             if t < warmup:
                 continue
             if t_gone is None:

@@ -165,12 +165,11 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
                      f"{rs[-1]['hwm'] / MiB:.1f} MiB"))  # fmt: skip
     sha = r.get("sha", [])
     if sha:
-        rows.append((f"SHA-1 checks, one new snapshot ({sha[0]['judge_bytes_hashed'] // 1024} KiB "
+        rows.append((f"SHA-1 checks, one new snapshot ({sha[0]['bytes_hashed'] // 1024} KiB "
                      "text) vs 1..1000 candidates (all true prefixes)", "flat: one pass",
                      "; ".join(f"{s['candidates']}: "
-                               f"{s['judge_bytes_hashed'] / 1024:.0f} KiB hashed, "
-                               f"prove {fmt(s.get('prove_ms'), ' ms', 2)}, judge incl. "
-                               f"decisions {s['judge_ms']:.2f} ms (hashing each prefix: "
+                               f"{s['bytes_hashed'] / 1024:.0f} KiB hashed, the core's landing "
+                               f"incl. decisions {s['landing_ms']:.2f} ms (hashing each prefix: "
                                f"{s['naive_bytes_hashed'] / MiB:.1f} MiB, {s['naive_ms']:.1f} ms)"
                                for s in sha)))  # fmt: skip
     v = r.get("victims", {})

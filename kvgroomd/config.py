@@ -63,6 +63,7 @@ _UNITS = {
 }  # fmt: skip
 SIZE_HINT = "a size such as 60G, 500M, 8GiB (binary), 10GB (decimal) or a byte count"
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|d|h|m|s)")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -88,7 +89,8 @@ def parse_size(value: object) -> int:
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as `120s`, `5m`, `6h`, `7d`."""
+    """Seconds from a number or a string such as `120s`, `5m`, `6h`, `7d`,
+    `1d2h30m` (the config's durations and the simulator's workloads)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 120s, 5m, 6h or seconds")
     if isinstance(value, int | float):
@@ -97,6 +99,11 @@ def parse_duration(value: object) -> float:
         return float(value)
     if isinstance(value, str) and (m := _DURATION.fullmatch(value)):
         return float(m.group(1)) * _SECONDS[m.group(2) or "s"]
+    if isinstance(value, str):  # several parts: 1d2h, 1h 30m
+        compact = value.replace(" ", "")
+        parts = _DURATION_PART.findall(compact)
+        if parts and "".join(n + u for n, u in parts) == compact:
+            return sum(float(n) * _SECONDS[u] for n, u in parts)
     raise ValueError(f"expected a duration such as 120s, 5m, 6h or seconds, got {shown(value)}")
 
 

@@ -156,14 +156,22 @@ def _row(rec: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(rec[f] for f in _NAMES)
 
 
-def _snapshot(name: str, values: tuple[Any, ...]) -> Snapshot:
-    rec = dict(zip(_NAMES, values, strict=True))
-    header = Header(reason=_REASONS[rec["reason"]], **{f: rec[f] for f in _HEADER_FIELDS})
-    flags = rec["flags"]
-    return Snapshot(name, name[:40].lower(), header, Fingerprint(*(rec[f] for f in _FP_FIELDS)),
-                    rec["head"], rec["covered"], rec["tail"] if flags & TAIL_KNOWN else None,
-                    rec["bkey"] if flags & BKEY_KNOWN else None, rec["act"],
-                    rec["seen_at"])  # fmt: skip
+_AT = {f: i for i, f in enumerate(_NAMES)}  # field -> position in a row's tuple
+_HEADER_AT = tuple(_AT[f] for f in _HEADER_FIELDS)
+_FP_AT = tuple(_AT[f] for f in _FP_FIELDS)
+_R, _FLAGS, _HEAD, _COV, _TAIL, _BKEY, _ACT, _SEEN = (_AT[f] for f in (
+    "reason", "flags", "head", "covered", "tail", "bkey", "act", "seen_at"))  # fmt: skip
+
+
+def _snapshot(name: str, v: tuple[Any, ...]) -> Snapshot:
+    """A row's values (`np.void.item()`) as a Snapshot, by field position
+    (a start-up's decisions build thousands: no dict per row)."""
+    header = Header(reason=_REASONS[v[_R]],
+                    **dict(zip(_HEADER_FIELDS, (v[i] for i in _HEADER_AT), strict=True)))
+    flags = v[_FLAGS]
+    return Snapshot(name, name[:40].lower(), header, Fingerprint(*(v[i] for i in _FP_AT)),
+                    v[_HEAD], v[_COV], v[_TAIL] if flags & TAIL_KNOWN else None,
+                    v[_BKEY] if flags & BKEY_KNOWN else None, v[_ACT], v[_SEEN])  # fmt: skip
 
 
 def snapshot_of(name: str, record: np.void) -> Snapshot:
@@ -189,11 +197,11 @@ def decide_rows(index: Index, rows: npt.NDArray[np.intp], cause: Cause, now: flo
     value per row."""
     per_row = {k: v.tolist() for k, v in extra.items() if isinstance(v, np.ndarray)}
     fixed = {k: v for k, v in extra.items() if not isinstance(v, np.ndarray)}
-    cols = index.columns()
+    values = index.columns()[rows].tolist()  # one tuple per row, in one call
     out = []
-    for j, (name, r) in enumerate(zip(index.names_at(rows), rows.tolist(), strict=True)):
-        more = {k: v[j] for k, v in per_row.items()}
-        out.append(decide(snapshot_of(name, cols[r]), cause, now, **fixed, **more))
+    for j, (name, v) in enumerate(zip(index.names_at(rows), values, strict=True)):
+        more = {k: col[j] for k, col in per_row.items()}
+        out.append(decide(_snapshot(name, v), cause, now, **fixed, **more))
     return out
 
 

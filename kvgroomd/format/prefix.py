@@ -9,7 +9,7 @@ O to prove, from what the first read of a file already holds:
 * `tail`: the last 8 text bytes, as a little-endian u64 (fewer for tiny
   texts). O can be a prefix of N only if N's 8 bytes ending at len(O) equal
   O's tail: one vectorised gather over the index filters candidates;
-* `bkey` and `probes`: a polynomial hash of the text's first k whole 64-byte
+* `bkey` and `probes`: a polynomial hash of the text's first k whole 32-byte
   blocks, for k up to MAX_BLOCKS (what the first 4 KiB read holds). A text's
   `bkey` is that hash at its own deepest block; its `probes` are the hashes
   at every depth. O can be a prefix of N only if O's bkey is among N's

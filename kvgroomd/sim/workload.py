@@ -13,7 +13,6 @@ Generated workloads (`generate:`) come from `kvgroomd.sim.generate`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kvgroomd.config import parse_size
+from kvgroomd.config import parse_duration, parse_size
 from kvgroomd.sim.engine import EngineParams
 from kvgroomd.sim.server import Turn
 from kvgroomd.sim.texts import EMPTY, Segment, SegText, Text, tokens_of
@@ -198,21 +197,6 @@ def _fork_order(sessions: Sequence[Session]) -> list[Session]:
 
 
 # -- YAML --------------------------------------------------------------------
-
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(d|h|m|s)")
-_UNIT = {"d": DAY, "h": HOUR, "m": 60.0, "s": 1.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as `90s`, `5m`, `1d2h30m`."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if isinstance(value, str):
-        compact = value.replace(" ", "")
-        parts = _PART.findall(compact)
-        if parts and "".join(n + u for n, u in parts) == compact:
-            return sum(float(n) * _UNIT[u] for n, u in parts)
-    raise ValueError(f"expected a duration such as 90s, 5m, 6h or 1d2h, got {value!r}")
 
 
 def load_workload(path: Path | str) -> Workload:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 from kvgroomd.format.header import Reason
 from kvgroomd.testing.engine import Engine, conversation, ladder
 from tests.integration.conftest import wait_until
+
+
+def usage(directory: Path) -> int:
+    """Bytes of the files in `directory` now (a file may vanish while we look)."""
+    total = 0
+    for p in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            total += p.stat().st_size
+    return total
 
 
 class TestLadder:
@@ -66,10 +78,10 @@ class TestEngineTouchAndConsume:
             conv = conversation(100 + seed, 20000)
             path = engine.store(conv.text(20000), 20000, Reason.COLD)
             d.wait_for("snapshot.added", sha=path.name[:40])
-            wait_until(lambda: sum(p.stat().st_size for p in cache_dir.iterdir()) <= ours)
+            wait_until(lambda: usage(cache_dir) <= ours)
         # The sixth store set off a pass down to the low watermark: let it end
         # (usage under `ours` after its first unlink does not mean it is done).
-        wait_until(lambda: sum(p.stat().st_size for p in cache_dir.iterdir()) <= ours * 0.9)
+        wait_until(lambda: usage(cache_dir) <= ours * 0.9)
         assert d.stop() == 0
         assert [r for r in engine.records if r.get("op") == "unlink"] == []
         evicted = d.events("snapshot.unlinked", cause="budget")
