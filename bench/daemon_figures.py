@@ -164,6 +164,8 @@ def latency(cache_dir: Path, workdir: Path, *, trials: int, warmup: int = 10,
     return {
         "ready_s": start["ready_s"],
         "snapshots": start["snapshots"],
+        "o_text_kib": (len(lead) + o_len) / 1024,  # O's text; N's text is
+        "n_text_kib": (len(lead) + len(body)) / 1024,  # the one hashed per landing
         "trials": len(gone_ms),
         "misses": misses,
         "p50_ms": median(gone_ms),

@@ -135,7 +135,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     """The figures as a Markdown table."""
     rows: list[tuple[str, str, str]] = []
     lat = r.get("latency", {})
-    rows.append((f"rename -> superseded file gone, {args.mid:,} on disk",
+    rows.append((f"rename -> superseded file gone, {args.mid:,} on disk, texts of "
+                 f"{fmt(lat.get('o_text_kib'), '', 0)} -> {fmt(lat.get('n_text_kib'), ' KiB', 0)}",
                  "p50 <= 2 ms, p99 <= 10 ms",
                  f"p50 {fmt(lat.get('p50_ms'), ' ms', 2)}, p90 {fmt(lat.get('p90_ms'), ' ms', 2)}, "
                  f"p99 {fmt(lat.get('p99_ms'), ' ms', 2)}, max {fmt(lat.get('max_ms'), ' ms', 1)} "

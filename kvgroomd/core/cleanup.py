@@ -3,7 +3,7 @@
 Pure. The engine never counts or removes either kind (spec section 3,
 "Crashes"; section 2, ABI 0), so they leak disk for ever. This module only
 decides; the shell gathers the facts (`scan.py`: is the writer pid alive,
-mtime) and `unlink.py` deletes, re-checking each file's fingerprint first.
+mtime) and `daemon/apply.py` deletes, re-checking each file's fingerprint first.
 
 - `orphan_temps`: `<sha>.kv.tmp.<pid>` whose writer process is gone *and*
   whose mtime is older than `orphan_temp_age`. Both, because a pid can only be

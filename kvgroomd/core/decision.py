@@ -1,4 +1,4 @@
-"""Decision: the functional core's only output, and what `unlink.py` acts on.
+"""Decision: the functional core's only output, and what `daemon/apply.py` acts on.
 
 A decision names a file, why it should go, and the fingerprint of the file the
 policy looked at. The deleter re-checks that fingerprint right before the

@@ -137,9 +137,9 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 def prefixes_of(text: bytes, sha: bytes, lengths: Sequence[int],
                 shas: Sequence[bytes]) -> list[bool] | None:
     """Which (length, sha) pairs name a prefix of `text`: SHA-1 of
-    text[:length] == sha, in one incremental pass (like `judge`, on raw
-    digests). None when `text` itself does not hash to `sha` (the engine
-    would never load it, so it proves nothing)."""
+    text[:length] == sha, in one incremental pass on raw digests. None when
+    `text` itself does not hash to `sha` (the engine would never load it, so
+    it proves nothing)."""
     running = hashlib.sha1(usedforsecurity=False)
     view = memoryview(text)
     out = [False] * len(lengths)

@@ -2,7 +2,7 @@
 
 Pure. The engine names a file by SHA-1 of its whole text, which says nothing
 about its prefixes; proving "O's text is a strict prefix of N's" takes one
-SHA-1 pass over N's text (supersede.judge). These keys only narrow down which
+SHA-1 pass over N's text (supersede.prove). These keys only narrow down which
 O to prove, from what the first read of a file already holds:
 
 * `head`: the first 64 text bytes (SHORT_HEAD for shorter texts), a bucket;

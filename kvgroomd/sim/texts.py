@@ -47,7 +47,7 @@ def is_prefix(short: Text, long: Text) -> bool:
 
 # Bytes: a segment renders as 0xFF, its stream id in 7 bytes, then one 0x00
 # byte per token. Content bytes are never 0xFF, so two texts agree on a byte
-# prefix exactly when their segments do: SHA-1 keys and supersede.judge work
+# prefix exactly when their segments do: SHA-1 keys and supersede.prove work
 # on these bytes as on real rendered text.
 _STAMP = b"\xff"
 

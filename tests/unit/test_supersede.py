@@ -434,9 +434,9 @@ def probes_of(index: Index, texts: dict[str, bytes]) -> tuple[np.ndarray, np.nda
 
 
 class TestSweepByProbes:
-    """sweep_plan with probes (a sort-and-search join on prefix keys) proves
-    exactly the pairs the head-bucket plan proves, with far fewer candidates
-    when texts share a head (real chats share a system prompt)."""
+    """The sweep's candidate join on prefix keys (sweep_pairs_flat) proves
+    exactly the true pairs, though every text shares a head (real chats
+    share a system prompt)."""
 
     def family(self, seed: int) -> tuple[list[Snapshot], dict[str, bytes]]:
         rng = random.Random(seed)
