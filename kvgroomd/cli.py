@@ -215,7 +215,7 @@ def _inventory(args: argparse.Namespace) -> tuple[Any, str]:
         pinned.pin(follow=True)  # read-only: a symlink to the cache is fine here
         now = time.time()
         core, invalid, texts = survey(pinned, config.rules(), now, reading=config.reading)
-        found = scan_directory(pinned, snapshots=False)
+        found = scan_directory(pinned, snapshots=False, reading=config.reading)
         inv = inventory.build(core, texts, invalid=invalid, temps=found.temps,
                               foreign=found.foreign, now=now, settings=settings)  # fmt: skip
     return inv, str(directory)

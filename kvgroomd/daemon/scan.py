@@ -24,8 +24,8 @@ from kvgroomd.core.facts import Invalid
 from kvgroomd.core.index import Snapshot
 from kvgroomd.daemon.pinned import HELD_PREFIX, PinnedDir
 from kvgroomd.daemon.read import DETECTING, fingerprint, read_snapshot
-from kvgroomd.format.header import PREFIX_BYTES, Header
-from kvgroomd.format.layouts import Reading
+from kvgroomd.format.header import Header, read_header
+from kvgroomd.format.layouts import DETECT, MAX_PREFIX, Reading
 from kvgroomd.format.names import SnapshotName, TempName, classify
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -66,23 +66,24 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _expected_size(directory: PinnedDir, name: str) -> int | None:
+def _expected_size(directory: PinnedDir, name: str, engine: str) -> int | None:
     """The final size a temp file will have, from its header (spec §3)."""
     try:
         fd = directory.open(name, _OPEN_FLAGS)
     except OSError:
         return None
     try:
-        raw = os.pread(fd, PREFIX_BYTES, 0)
+        raw = os.pread(fd, MAX_PREFIX, 0)  # the longest header of any layout
     except OSError:
         return None
     finally:
         os.close(fd)
-    header = Header.parse(raw)
+    header = read_header(raw, engine=engine)  # no size yet: the file is being written
     return header.min_file_size if isinstance(header, Header) else None
 
 
-def _temp(directory: PinnedDir, entry: os.DirEntry[str], name: TempName) -> TempFile | None:
+def _temp(directory: PinnedDir, entry: os.DirEntry[str], name: TempName,
+          engine: str = DETECT) -> TempFile | None:  # fmt: skip
     try:
         st = entry.stat(follow_symlinks=False)
     except FileNotFoundError:
@@ -90,7 +91,7 @@ def _temp(directory: PinnedDir, entry: os.DirEntry[str], name: TempName) -> Temp
     if not stat.S_ISREG(st.st_mode):
         return None
     return TempFile(name.name, name.sha, name.pid, pid_alive(name.pid), fingerprint(st),
-                    _expected_size(directory, name.name))  # fmt: skip
+                    _expected_size(directory, name.name, engine))  # fmt: skip
 
 
 def scan_temps(directory: PinnedDir) -> list[TempFile]:
@@ -148,7 +149,7 @@ def _sort(directory: PinnedDir, entry: os.DirEntry[str], out: DirScan, *,
         elif got is not None:
             out.snapshots.append(got)
     elif isinstance(kind, TempName):
-        if t := _temp(directory, entry, kind):
+        if t := _temp(directory, entry, kind, reading.engine):
             out.temps.append(t)
         elif f := _foreign(entry):  # a directory or symlink named like a temp
             out.foreign.append(f)

@@ -234,6 +234,7 @@ LAYOUTS: tuple[Layout, ...] = (
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Layout] = MappingProxyType({lay.name: lay for lay in LAYOUTS})
+MAX_PREFIX = max(lay.prefix for lay in LAYOUTS)  # bytes a header of any layout fits in
 ENGINES = tuple(lay.name for lay in LAYOUTS if lay.is_engine)
 VERSIONS = frozenset(c.ranges[0][0] for lay in LAYOUTS for c in lay.claims if c.field == "version")
 # Fields the index keeps of every header (the Header's, format/header.py).

@@ -222,3 +222,24 @@ class TestMixedDirectory:
         before = identities(cache)[victim["name"]]
         assert victim["name"] not in unlinked(groom(run_cli, cfg))
         assert identities(cache)[victim["name"]] == before
+
+
+@pytest.mark.parametrize("folder", sorted(FOLDERS))
+def test_a_temp_file_of_each_layout_announces_its_final_size(run_cli: Any, tmp_path: Path,
+                                                             folder: str) -> None:  # fmt: skip
+    """A `<sha>.kv.tmp.<pid>` being written in any layout is listed with the
+    size its header announces, read in that layout (the 72-byte header's
+    text length sits past byte 52), and is never touched."""
+    cache = tmp_path / "kv"
+    cache.mkdir()
+    src = LAYOUTS / folder / CONTINUED_4096
+    temp = cache / f"{CONTINUED_4096}.tmp.{os.getpid()}"  # our pid: a live writer
+    shutil.copy2(src, temp)
+    cfg = config(tmp_path / "c.yaml", cache, engine={"layout": FOLDERS[folder]}, budget=1)
+    doc = json.loads(run_cli("ls", "--config", cfg, "--json").stdout)
+    (other,) = doc["others"]
+    assert (other["kind"], other["why"]) == ("temp", "writing")
+    assert other["expected_size"] == src.stat().st_size
+    before = identities(cache)
+    assert unlinked(groom(run_cli, cfg)) == {}
+    assert identities(cache) == before
