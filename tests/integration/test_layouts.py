@@ -243,3 +243,30 @@ def test_a_temp_file_of_each_layout_announces_its_final_size(run_cli: Any, tmp_p
     before = identities(cache)
     assert unlinked(groom(run_cli, cfg)) == {}
     assert identities(cache) == before
+
+
+@pytest.mark.parametrize("engine", ["detect", "codec-at-21"])
+def test_the_start_up_helper_reads_as_the_engine_does(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path, engine: str) -> None:  # fmt: skip
+    """A large start-up is read half by a helper process: it reads with the
+    engine's layout too, so both halves agree on what is the engine's."""
+    from kvgroomd.config import Config  # noqa: PLC0415
+    from kvgroomd.daemon import groom  # noqa: PLC0415
+    from kvgroomd.daemon.pinned import PinnedDir  # noqa: PLC0415
+    from kvgroomd.format.engine import EngineOptions  # noqa: PLC0415
+
+    cache = tmp_path / "kv"
+    cache.mkdir()
+    data = (LAYOUTS / "pr186-fork-v2-codec-at-21-shuffle-hc" / COLD_1024).read_bytes()
+    for i in range(60):
+        (cache / f"{i:040x}.kv").write_bytes(data)
+    monkeypatch.setattr(groom, "_FORK_AT", 10)
+    config = Config(cache_dir=cache, engine=EngineOptions(layout=engine))
+    with PinnedDir.at(cache) as directory:
+        core, invalid, _texts = groom.survey(directory, config.rules(), 1.8e9,
+                                             reading=config.reading)  # fmt: skip
+    if engine == "detect":
+        assert len(core.index) == 0
+        assert [b.why for b in invalid] == ["other_layout"] * 60
+    else:
+        assert len(core.index) == 60 and invalid == []
