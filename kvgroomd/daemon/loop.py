@@ -26,12 +26,14 @@ import queue
 import signal
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from kvgroomd import log as events
 from kvgroomd.config import Config, ConfigError, format_size, load_config
+from kvgroomd.daemon._timers import Timers
 from kvgroomd.daemon.apply import recover
 from kvgroomd.daemon.groom import DiskGroomer, Stopped
 from kvgroomd.daemon.metrics import for_config as metrics_for
@@ -52,6 +54,14 @@ HEALTH_CHECK_S = 5.0  # backstop poll of the observer's threads (a handler death
 OBSERVER_FAILURES = 5  # this many observer deaths or failed starts ...
 OBSERVER_WINDOW_S = 300.0  # ... within this window: give up, exit 1
 START_EXTEND_S = 30.0  # a start-up scan still making progress asks for this much more time
+
+
+class DirState(Enum):
+    """Where the daemon stands with its cache directory."""
+
+    WATCHING = "watching"
+    MISSING = "missing"  # waited for: a healthy, idle state
+    DOWN = "down"  # the observer failed: retried, and counted against giving up
 
 
 class Daemon:
@@ -82,18 +92,21 @@ class Daemon:
         self._stop_signal: int | None = None
         self._reload = False
         self._failures: collections.deque[float] = collections.deque()
-        self._watching = False
-        self._waiting = False  # the cache dir is missing: a healthy, idle state
+        # WATCHING, MISSING (waiting for the directory: healthy and idle) or
+        # DOWN (the observer failed to start or died: retried, counted).
+        self.state = DirState.DOWN
         self._ready_logged = False
         self._scanned = False  # the first full scan (quiet, recovers held files) is done
         self._starting = False
-        self._next_reconcile = 0.0
-        self._next_ping = 0.0
-        self._next_health = 0.0
-        self._next_extend = 0.0
-        self._watch_at = 0.0  # next attempt to (re)start the observer
-        self._retry_at: float | None = None  # directory-error retry: a rescan
-        self._budget_at: float | None = None  # over the limit with young files: look again
+        # reconcile: the next rescan; health: the observer's backstop check;
+        # ping: WATCHDOG=1; watch: the next try to pin and watch; retry: a
+        # rescan after a directory error; budget: over the limit with young
+        # files, look again; extend: EXTEND_TIMEOUT_USEC during the start-up.
+        self.timers = Timers(mono)
+        self.timers.start("reconcile")
+        self.timers.start("health")
+        if self.notifier.watchdog_interval:
+            self.timers.start("ping")
         self._last_status: str | None = None
         self._changed = False  # metrics need a refresh
         # Why the last reload was rejected; kept in STATUS= until one succeeds,
@@ -154,10 +167,10 @@ class Daemon:
         """Watch, scan and groom; then READY=1. False on a fatal failure."""
         now = self.mono()
         self._starting = True
-        self._next_extend = now + START_EXTEND_S / 3
+        self.timers.start("extend", START_EXTEND_S / 3)
         if not self._begin_watching(now):
             return False
-        if self._watching:
+        if self.state is DirState.WATCHING:
             self.notifier.status(f"start-up scan of {self.config.cache_dir}")
             try:
                 self._reconcile()
@@ -166,10 +179,11 @@ class Daemon:
             except OSError as e:  # e.g. unreadable: the loop retries the first scan
                 self._dir_error(e)
         self._starting = False
+        self.timers.cancel("extend")
         self._refresh_metrics()
         self.notifier.ready(self._status())
         self._last_status = self._status()
-        if not self._waiting:
+        if self.state is not DirState.MISSING:
             self._log_ready()
         return True
 
@@ -206,9 +220,8 @@ class Daemon:
                          "directory", retry_s=DIR_RETRY_S)  # fmt: skip
         self.watcher.stop()
         self.directory.unpin()
-        self._watching = False
-        self._waiting = True
-        self._watch_at = self.mono() + DIR_RETRY_S
+        self.state = DirState.MISSING
+        self.timers.start("watch", DIR_RETRY_S)
 
     def _begin_watching(self, now: float) -> bool:
         """Try to pin the directory and start the observer. A missing directory
@@ -224,20 +237,20 @@ class Daemon:
             return False
         except OSError as e:
             self.directory.unpin()
-            self._watch_at = now + DIR_RETRY_S
+            self.timers.start("watch", DIR_RETRY_S)
             if is_missing(e) or e.errno == errno.ELOOP:
-                if not self._waiting:
+                if self.state is not DirState.MISSING:
                     why = "a symlink (not followed)" if e.errno == errno.ELOOP else None
                     self.log.warning(events.DIR_MISSING, cache_dir=str(self.config.cache_dir),
                                      retry_s=DIR_RETRY_S, why=why)  # fmt: skip
-                self._waiting = True
+                self.state = DirState.MISSING
                 return True
-            self._waiting = False
+            self.state = DirState.DOWN
             self.log.error(events.OBSERVER_START_FAILED, cache_dir=str(self.config.cache_dir),
                            error=e.strerror, errno=e.errno)  # fmt: skip
             return self._count_failure(now)
-        self._watching = True
-        self._waiting = False
+        self.state = DirState.WATCHING
+        self.timers.cancel("watch")
         return True
 
     def _count_failure(self, now: float) -> bool:
@@ -250,7 +263,7 @@ class Daemon:
     def _loop(self) -> int:
         while not self._stop:
             try:
-                ev = self.queue.get(timeout=self._timeout())
+                ev = self.queue.get(timeout=self.timers.wait())
             except queue.Empty:
                 ev = Wake()
             try:
@@ -265,10 +278,9 @@ class Daemon:
                     self._do_reload()
                 if not self._check_watcher():
                     return 1
-                mono = self.mono()
-                if mono >= self._next_reconcile or (self._retry_at and mono >= self._retry_at):
+                if self.timers.due("reconcile") or self.timers.due("retry"):
                     self._reconcile()
-                elif self._budget_at and mono >= self._budget_at:
+                elif self.timers.due("budget"):
                     self.groomer.tick(self.clock())
                     self._budget_check()
                 self._publish_status()
@@ -284,18 +296,7 @@ class Daemon:
     def _dir_error(self, e: OSError) -> None:
         self.log.error(events.DIR_ERROR, cache_dir=str(self.config.cache_dir),
                        error=e.strerror, errno=e.errno)  # fmt: skip
-        self._retry_at = self.mono() + DIR_RETRY_S * 5
-
-    def _timeout(self) -> float:
-        deadlines = [self._next_reconcile, self._next_health]
-        for at in (self._retry_at, self._budget_at):
-            if at:
-                deadlines.append(at)
-        if not self._watching:
-            deadlines.append(self._watch_at)
-        if self.notifier.watchdog_interval:
-            deadlines.append(self._next_ping)
-        return max(0.0, min(deadlines) - self.mono())
+        self.timers.start("retry", DIR_RETRY_S * 5)
 
     def _handle(self, ev: object) -> None:
         g = self.groomer
@@ -318,16 +319,15 @@ class Daemon:
     def _dir_gone(self, event: str) -> None:
         """The watcher saw the directory (or an enclosing one, or the mount
         table) change: stop acting on it unless the path still names it."""
-        if not self._watching:
+        if self.state is not DirState.WATCHING:
             return  # already unpinned: a late event of the stopped watcher
         if event == "deleted":
             self.log.warning(events.DIR_MISSING, cache_dir=str(self.config.cache_dir),
                              why="deleted while watched")  # fmt: skip
             self.watcher.stop()
             self.directory.unpin()
-            self._watching = False
-            self._waiting = True  # logged just now; _check_watcher retries each second
-            self._watch_at = self.mono()
+            self.state = DirState.MISSING  # logged just now; _check_watcher retries each second
+            self.timers.start("watch")
             return
         why = self.directory.why_not_named()
         if why is not None:
@@ -347,11 +347,11 @@ class Daemon:
     def _check_watcher(self) -> bool:
         """Restart a dead observer (and rescan); False when it keeps failing."""
         now = self.mono()
-        self._next_health = now + HEALTH_CHECK_S
-        if self._watching and self.watcher.alive():
+        self.timers.start("health", HEALTH_CHECK_S)
+        if self.state is DirState.WATCHING and self.watcher.alive():
             return True
-        if self._watching:  # it was running and died: say why, count it
-            self._watching = False
+        if self.state is DirState.WATCHING:  # it was running and died: say why, count it
+            self.state = DirState.DOWN
             died = self.watcher.failure
             self.watcher.stop()
             ok = self._count_failure(now)
@@ -361,15 +361,15 @@ class Daemon:
                            traceback=died.trace if died else None)  # fmt: skip
             if not ok:
                 return False
-            self._watch_at = now
-        if now < self._watch_at:
+            self.timers.start("watch")
+        if self.timers.pending("watch"):
             return True
-        was_waiting = self._waiting
+        was_missing = self.state is DirState.MISSING
         if not self._begin_watching(now):
             return False
-        if not self._watching:
-            return True  # still missing (or failing): retry at _watch_at
-        after = "cache dir appeared" if was_waiting else "observer died"
+        if self.state is not DirState.WATCHING:
+            return True  # still missing (or failing): the "watch" timer retries
+        after = "cache dir appeared" if was_missing else "observer died"
         self.log.info(events.OBSERVER_RESTARTED, cache_dir=str(self.config.cache_dir),
                       after=after)  # fmt: skip
         self._reconcile()  # what happened while nobody watched
@@ -378,9 +378,9 @@ class Daemon:
         return True
 
     def _reconcile(self) -> None:
-        self._next_reconcile = self.mono() + self.config.reconcile_interval
-        self._retry_at = None
-        if not self._watching:
+        self.timers.start("reconcile", self.config.reconcile_interval)
+        self.timers.cancel("retry")
+        if self.state is not DirState.WATCHING:
             return  # directory missing or observer down: _check_watcher retries
         self.directory.check()  # a rescan of a directory that moved away is no use: Unpinned
         first = not self._scanned  # quiet (no snapshot.added per file), and
@@ -395,33 +395,35 @@ class Daemon:
         """Still over the limit (young files are protected for a while): look
         again in a quarter of protect_new rather than at the next rescan."""
         limit = self.groomer.core.limit()
-        over = limit is not None and self.groomer.core.usage > limit
-        self._budget_at = self.mono() + max(self.config.protect_new / 4, 1.0) if over else None
+        if limit is not None and self.groomer.core.usage > limit:
+            self.timers.start("budget", max(self.config.protect_new / 4, 1.0))
+        else:
+            self.timers.cancel("budget")
 
     def _tick(self) -> bool:
         """Between files of a long pass: feed the watchdog from this very
         thread (a stuck pass stops the pings), keep a long but progressing
         start-up alive, and say whether to stop."""
         self._ping_if_due()
-        if self._starting and self.notifier.enabled and self.mono() >= self._next_extend:
+        if self._starting and self.notifier.enabled and self.timers.due("extend"):
             self.notifier.extend_timeout(START_EXTEND_S)
-            self._next_extend = self.mono() + START_EXTEND_S / 3
+            self.timers.start("extend", START_EXTEND_S / 3)
         return self._stop
 
     def _healthy(self) -> bool:
         """What a WATCHDOG=1 vouches for: the observer runs, or there is
         legitimately nothing to watch yet."""
-        if self._watching:
+        if self.state is DirState.WATCHING:
             return self.watcher.alive()
-        return self._waiting
+        return self.state is DirState.MISSING
 
     def _ping_if_due(self) -> None:
-        if not self.notifier.watchdog_interval or self.mono() < self._next_ping:
+        if not self.notifier.watchdog_interval or not self.timers.due("ping"):
             return
         if not self._healthy():
             return  # let systemd's watchdog fire if this does not heal
         self.notifier.watchdog()
-        self._next_ping = self.mono() + self.notifier.watchdog_interval
+        self.timers.start("ping", self.notifier.watchdog_interval)
 
     def _do_reload(self) -> None:
         self._reload = False
@@ -466,7 +468,7 @@ class Daemon:
         return self._usage() + (failed if self._reload_error else "")
 
     def _usage(self) -> str:
-        if self._waiting:
+        if self.state is DirState.MISSING:
             return f"waiting for {self.config.cache_dir} to appear"
         g = self.groomer
         used = format_size(g.core.usage)

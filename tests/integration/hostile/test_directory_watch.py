@@ -120,18 +120,22 @@ def test_the_daemon_does_not_import_watchdog():
 
 
 def test_a_rename_reaches_the_daemon_without_a_pairing_delay(tmp_path, kit, start_daemon):
-    """Engine-style stores (temp file, rename) are indexed within 250 ms each,
-    every time: no move event is held back to pair it (watchdog held each
-    IN_MOVED_FROM 0.5 s)."""
+    """Engine-style stores (temp file, rename) are indexed at once: no move
+    event is held back to pair it (watchdog held each IN_MOVED_FROM 0.5 s,
+    so every store took over 500 ms). The median of 40 stores is what is
+    judged, so one scheduling hiccup of a loaded machine cannot decide it;
+    the timing figures themselves are bench/'s."""
     cache = tmp_path / "kv"
     cache.mkdir()
     d = start_daemon(cache_dir=cache, reconcile_interval=3600, log={"format": "json",
                                                                     "level": "info"})
-    worst = 0.0
+    took = []
     for i in range(40):
         started = time.monotonic()
         path = kit.write_snapshot(cache, f"store {i} ".encode() * 50)
         d.wait_for("snapshot.added", sha=path.name[:40], timeout=5)
-        worst = max(worst, time.monotonic() - started)
-    print(f"worst rename-to-indexed latency over 40 stores: {worst * 1000:.1f} ms")
-    assert worst < 0.25, worst
+        took.append(time.monotonic() - started)
+    median = sorted(took)[len(took) // 2]
+    print(f"rename-to-indexed over 40 stores: median {median * 1000:.1f} ms, "
+          f"worst {max(took) * 1000:.1f} ms")
+    assert median < 0.25, took
