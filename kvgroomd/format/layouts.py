@@ -378,7 +378,7 @@ class Reading:
     def refusal(self, layout: int, abi: int) -> str:
         """Why a file of this layout is not the engine's, for a log line."""
         lay = entry_of(layout, abi)
-        what = f"{lay.name} ({lay.writer})" if lay is not None else "an unknown layout"
+        what = f"{lay.name}, written by {lay.writer}" if lay is not None else "an unknown layout"
         if self.engine == DETECT:
             hint = f"engine.layout: {lay.name}" if lay is not None and lay.is_engine else ""
             return (f"{what}: the upstream engine does not read it; counted apart and left "

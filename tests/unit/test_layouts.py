@@ -203,7 +203,7 @@ class TestWhichEngineReadsWhat:
         assert not Reading(other_layouts=True).keeps(V1, 7)
         assert Reading("header-72").keeps(HEADER_72, 2)
         why = Reading().refusal(HEADER_72, 2)
-        assert why.startswith("header-72 (nazerim/ds4")
+        assert why.startswith("header-72, written by nazerim/ds4")
         assert "engine.layout: header-72" in why and "evict_other_layouts" in why
         assert "which does not read it" in Reading("gb10").refusal(V1, 2)
         with pytest.raises(ValueError, match="unknown engine layout"):
