@@ -93,11 +93,12 @@ class Interleaved:
     """Parameters of the interleaved-agent generator (defaults: the issue's)."""
 
     conversations: int = 8
-    tool_share: float = 0.5  # share of conversations that are tool sessions
+    tool_share: float = 0.375  # share of conversations that are tool sessions (3 of 8)
     system: int = 5000  # tokens of the shared system prompt
     user: tuple[int, int] = (300, 2500)  # tokens of a user (or tool result) turn
     reply: tuple[int, int] = (200, 1500)  # tokens of a reply
-    doc_share: float = 0.1  # share of requests that ask about a new document
+    doc_share: float = 0.1  # chance that a request asks about a new document
+    documents: int | None = 4  # exactly this many new documents (None: doc_share per request)
     doc_tokens: tuple[int, int] = (35_000, 60_000)
     doc_questions: int = 1  # questions per document (later ones at random later requests)
     question: tuple[int, int] = (50, 300)  # tokens of a question after the document
@@ -116,25 +117,31 @@ def interleaved(seed: int = 1, p: Interleaved | None = None,
     interval = p.interval
     texts = {"agent-sys": p.system}
     plan = Plan()
-    tools = {f"c{i}": rng.random() < p.tool_share for i in range(p.conversations)}
+    tooled = set(rng.sample(range(p.conversations), round(p.tool_share * p.conversations)))
+    tools = {f"c{i}": i in tooled for i in range(p.conversations)}
     current: str | None = None
     pending: list[tuple[int, str]] = []  # (request index, document) of later questions
-    ndocs = 0
+    ndocs, owed = 0, 0  # documents so far; new ones pushed back by due questions
+    fixed = (set(rng.sample(range(p.requests), min(p.documents, p.requests)))
+             if p.documents is not None else None)  # fmt: skip
     for i in range(p.requests):
         at = i * interval
-        due = [d for k, d in pending if k == i]
-        if due or rng.random() < p.doc_share:
-            if due:
-                doc = due[0]
-                pending = [(k, d) for k, d in pending if not (k == i and d == doc)]
-            else:
-                ndocs += 1
-                doc = f"doc-{ndocs}"
-                texts[doc] = rng.randint(*p.doc_tokens)
-                for _ in range(p.doc_questions - 1):
-                    pending.append((rng.randint(i + 1, i + 1 + p.requests // 4), doc))
-            q = f"q{i}-{doc}"
-            plan.turn(q, at, rng.randint(*p.question), rng.randint(*p.reply), context=doc)
+        owed += rng.random() < p.doc_share if fixed is None else i in fixed
+        pending.sort()
+        if pending and pending[0][0] <= i:  # a later question on a document, when due
+            doc = pending.pop(0)[1]
+        elif owed:
+            owed -= 1
+            ndocs += 1
+            doc = f"doc-{ndocs}"
+            texts[doc] = rng.randint(*p.doc_tokens)
+            for _ in range(p.doc_questions - 1):
+                pending.append((rng.randint(i + 1, i + 1 + p.requests // 4), doc))
+        else:
+            doc = ""
+        if doc:
+            plan.turn(f"q{i}-{doc}", at, rng.randint(*p.question), rng.randint(*p.reply),
+                      context=doc)  # fmt: skip
             continue
         if current is None or rng.random() < p.switch:
             current = rng.choice([c for c in tools if c != current])

@@ -10,43 +10,30 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING
 
 from kvgroomd.core.scoring import POLICIES
-from kvgroomd.sim.generate import KINDS
+from kvgroomd.sim.generate import KINDS, load_source
 from kvgroomd.sim.replay import BASELINE, DEFAULT, GroomParams, compare
 from kvgroomd.sim.report import Report, Sweep, format_sweep, format_table, parse_seeds
-from kvgroomd.sim.workload import Workload, WorkloadError, load_workload, parse_workload
+from kvgroomd.sim.workload import Workload, WorkloadError
+
+if TYPE_CHECKING:
+    from kvgroomd.config import Config
 
 
-def _workload(source: str, seed: int | None, pace: str | None, budget: int | None) -> Workload:
-    """A workload file, or a generator named by its kind; `seed` and `pace`
-    replace the generator's."""
-    path = Path(source)
-    if source in KINDS and not path.exists():
-        data: Any = {"name": source, "generate": {"kind": source}}
-    elif seed is None and pace is None:
-        w = load_workload(path)
-        return w if budget is None else replace(w, engine=replace(w.engine, budget=budget))
-    else:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise WorkloadError(f"{path}: cannot read: {e.strerror}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("generate"), dict):
-            raise WorkloadError(f"{path}: --seeds and --pace need a generated workload "
-                                "(`generate:`)")  # fmt: skip
-        data = {**data, "generate": dict(data["generate"])}
-        data.setdefault("name", path.stem)
-    if seed is not None:
-        data["generate"]["seed"] = seed
-    if pace is not None:
-        data["generate"]["pace"] = pace
-    w = parse_workload(data, default_name=str(data.get("name", "workload")))
-    return w if budget is None else replace(w, engine=replace(w.engine, budget=budget))
+def groom_params(c: Config, label: str = "config") -> GroomParams:
+    """What the daemon would do under config `c`, as the simulator runs it."""
+    return GroomParams(
+        label=label,
+        policy=c.policy,
+        params=dict(c.policy_params),
+        budget=c.budget,  # None: the daemon would only supersede
+        low_watermark=c.low_watermark,
+        protect_new=c.protect_new,
+        supersede=c.supersede,
+        reject_different_quant=c.reject_different_quant,
+    )
 
 
 def _contender(args: argparse.Namespace) -> GroomParams:
@@ -54,17 +41,7 @@ def _contender(args: argparse.Namespace) -> GroomParams:
 
     mine = DEFAULT
     if args.config:
-        c = load_config(args.config)
-        mine = GroomParams(
-            label="config",
-            policy=c.policy,
-            params=dict(c.policy_params),
-            budget=c.budget,  # None: the daemon would only supersede
-            low_watermark=c.low_watermark,
-            protect_new=c.protect_new,
-            supersede=c.supersede,
-            reject_different_quant=c.reject_different_quant,
-        )
+        mine = groom_params(load_config(args.config))
     if args.policy:
         if args.policy not in POLICIES:
             raise ValueError(f"--policy: unknown {args.policy!r} (known: {', '.join(POLICIES)})")
@@ -101,7 +78,7 @@ def main(argv: list[str]) -> int:
         seeds = parse_seeds(args.seeds) if args.seeds else None
         mine = _contender(args)
         if seeds is None:
-            w = _workload(args.workload, None, args.pace, budgets[0])
+            w = load_source(args.workload, None, args.pace, budgets[0])
         else:
             sweeps = [_sweep(args.workload, seeds, args.pace, b, mine) for b in budgets]
     except ConfigError as e:  # exit statuses as for every command (docs/operator-tools.md)
@@ -133,7 +110,7 @@ def _sweep(source: str, seeds: tuple[int, ...], pace: str | None, budget: int | 
     reports = []
     name = source
     for s in seeds:
-        w = _workload(source, s, pace, budget)
+        w = load_source(source, s, pace, budget)
         reports.append(compare(w, (mine,), unbounded=True))
         name = w.name.rsplit("-s", 1)[0] if w.name.endswith(f"-s{s}") else w.name
         budget = w.engine.budget

@@ -134,6 +134,7 @@ class EngineModel:
     reject_different_quant: bool = False
     on_store: Callable[[str, bytes, float], None] | None = None  # (name, text, now) after a write
     log: Callable[[str], None] | None = None  # the engine's log lines (spec §5)
+    directory: str = ""  # named in the log lines' file= fields
 
     def __post_init__(self) -> None:
         if self.variant not in ("current", "legacy"):
@@ -206,7 +207,7 @@ class EngineModel:
             removed.append(name)
             self._log(f"kv cache evicted reason=disk-cache-full tokens={listing.tokens[i]} "
                       f"hits={listing.hits[i]} size={listing.size[i] / MiB:.2f} MiB "
-                      f"file={name}")  # fmt: skip
+                      f"file={self._path(name)}")  # fmt: skip
         return removed
 
     def startup(self, now: float) -> list[str]:
@@ -271,7 +272,7 @@ class EngineModel:
                     self.storage.note("reuse", name, now, reason=reason.label, tokens=tokens)
                 return Stored.REUSED, name
             if self.storage.delete(name, "replace", now):
-                self._log(f"kv cache replaced incompatible file {name}")
+                self._log(f"kv cache replaced incompatible file {self._path(name)}")
         return self._write(text, h, trailer, tokens, trimmed, now)
 
     def write_new(self, text: KeyText, tokens: int, reason: Reason, now: float, *,
@@ -352,7 +353,7 @@ class EngineModel:
         consumed = cold_max > 0 and h.tokens > cold_max
         self._log(f"kv cache hit text tokens={h.tokens} text={h.text_bytes} "
                   f"quant={h.quant_bits} key=token-text load=0.0 ms "
-                  f"{'consumed ' if consumed else ''}file={name}")  # fmt: skip
+                  f"{'consumed ' if consumed else ''}file={self._path(name)}")  # fmt: skip
         if consumed:  # the live session now owns that state; no touch first
             self.storage.delete(name, "consume", now)
         else:
@@ -363,6 +364,9 @@ class EngineModel:
         """A header as this engine rewrites it in place (older engines' header
         writer put zeros at bytes 7 and 20)."""
         return h if self.current else replace(h, model_id=0, abi=ABI_LEGACY)
+
+    def _path(self, name: str) -> str:
+        return f"{self.directory}/{name}" if self.directory else name
 
     def _log(self, line: str) -> None:
         if self.log is not None:

@@ -8,12 +8,16 @@ field of `agents.Interleaved`) and every adversarial generator of
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from kvgroomd.sim.agents import ADVERSARIAL, PACES, Interleaved, interleaved, interleaved_params
 from kvgroomd.sim.engine import EngineParams
 from kvgroomd.sim.month import mixed_month
-from kvgroomd.sim.workload import Workload, WorkloadError
+from kvgroomd.sim.workload import Workload, WorkloadError, load_workload, parse_workload
 
 KINDS = ("mixed-month", "interleaved", *ADVERSARIAL)
 
@@ -55,3 +59,31 @@ def generate(g: Mapping[str, Any], engine: EngineParams | None) -> Workload:
 def _no_more(rest: Mapping[str, Any], kind: str) -> None:
     for k in rest:
         raise WorkloadError(f"generate.{k}: not a setting of {kind}")
+
+
+def load_source(source: str, seed: int | None, pace: str | None, budget: int | None) -> Workload:
+    """A workload file, or a generator named by its kind; `seed` and `pace`
+    replace the generator's, `budget` the engine's. Reads a file (the one
+    impure function here)."""
+    path = Path(source)
+    if source in KINDS and not path.exists():
+        data: Any = {"name": source, "generate": {"kind": source}}
+    elif seed is None and pace is None:
+        w = load_workload(path)
+        return w if budget is None else replace(w, engine=replace(w.engine, budget=budget))
+    else:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise WorkloadError(f"{path}: cannot read: {e.strerror}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("generate"), dict):
+            raise WorkloadError(f"{path}: --seeds and --pace need a generated workload "
+                                "(`generate:`)")  # fmt: skip
+        data = {**data, "generate": dict(data["generate"])}
+        data.setdefault("name", path.stem)
+    if seed is not None:
+        data["generate"]["seed"] = seed
+    if pace is not None:
+        data["generate"]["pace"] = pace
+    w = parse_workload(data, default_name=str(data.get("name", "workload")))
+    return w if budget is None else replace(w, engine=replace(w.engine, budget=budget))

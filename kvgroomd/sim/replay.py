@@ -18,6 +18,7 @@ and bytes deleted without ever serving a hit (written for nothing).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -54,6 +55,10 @@ class GroomParams:
     protect_new: float = 120.0
     supersede: bool = True
     reject_different_quant: bool = False
+    # The daemon acts this long after a store lands (inotify, reading the new
+    # file): engine actions within that time (an evict save and the lookup
+    # right after it, a burst of stores at instant prefill) come first.
+    latency: float = 0.005
 
 
 def default_headroom(engine: EngineParams) -> int:

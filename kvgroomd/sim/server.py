@@ -12,7 +12,8 @@ simulator's segment texts or the emulator's rendered chats.
 
 Times: prefill runs at `prefill_tps` and generation at `decode_tps`, which
 place each store in time; `wait(t)` is called before every action at model
-time `t` (a live emulator sleeps there; the simulator does not).
+time `t` and returns the engine's clock then (a live emulator sleeps until
+then; the simulator uses model time as is).
 """
 
 from __future__ import annotations

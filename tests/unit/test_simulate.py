@@ -359,8 +359,10 @@ def reports() -> dict[str, Report]:
     return {p.stem: compare(load_workload(p)) for p in sorted(SCENARIOS.glob("*.yaml"))}
 
 
+@pytest.mark.slow
 class TestTargets:
-    """The issue's targets on the scenario library, at equal engine budget."""
+    """The issue's targets on the scenario library, at equal engine budget
+    (~40 s: `pytest -m slow`; CI runs it after the default suite)."""
 
     def test_library_complete(self, reports: dict[str, Report]) -> None:
         """The library holds every spec §6 case and the mixed month."""
