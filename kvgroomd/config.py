@@ -151,7 +151,7 @@ class Config:
     # evicted like its own (True), or reported apart and left alone.
     evict_other_layouts: bool = False
     low_watermark: float = 0.9
-    protect_new: float = 120.0  # seconds
+    protect_new: float = 0.0  # seconds (0: the value alone decides; core/evict.py)
     policy: str = DEFAULT_POLICY
     policy_params: Mapping[str, float] = field(default_factory=dict)
     supersede: bool = True

@@ -1,11 +1,14 @@
 """Budget eviction: which snapshots to remove to get under the budget.
 
 Pure, and policy-blind: a scorer (scoring.py) values every snapshot, and this
-module removes the lowest-valued first (older last use breaks ties, as in the
-engine) until usage is at the low watermark. Some files are never candidates:
-agent and unknown-reason entries (other tools' state) and snapshots younger
-than `protect_new`, which need time to earn their first hit. Invalid and
-unknown-format files are not in the index at all.
+module removes the lowest-valued first (ties: the file idle longest on the
+cache's clock, then on the wall clock) until usage is at the low watermark.
+Agent and unknown-reason entries (other tools' state) are never candidates.
+Snapshots younger than `protect_new` (0 by default) count twice their value:
+they yield to older files worth up to twice as much, never to more, so
+protection never turns eviction into arrival order nor takes a high-value
+file because it is the only one old enough. Invalid and unknown-format files
+are not in the index at all.
 """
 
 from __future__ import annotations
@@ -42,25 +45,46 @@ _NEVER = np.zeros(256, dtype=bool)  # reason code -> never evicted
 _NEVER[[int(r) for r in NEVER_EVICTED]] = True
 
 
-def protected(cols: Columns, clock: Clock, protect_new: float) -> npt.NDArray[np.bool_]:
-    """Rows that budget eviction must never choose. Age counts from the
-    header's created_at, or from when kvgroomd first saw the file if that is
-    earlier (a header time from a clock running ahead)."""
+# A file younger than protect_new yields to older files worth up to this many
+# times as much, never to more: protection breaks near-ties for fresh files;
+# it never makes eviction take a high-value file because it is the only one
+# old enough, nor turns eviction into arrival order.
+YOUNG_FACTOR = 2.0
+
+
+def young(cols: Columns, clock: Clock, protect_new: float) -> npt.NDArray[np.bool_]:
+    """Rows younger than `protect_new` seconds. Age counts from the header's
+    created_at, or from when kvgroomd first saw the file if that is earlier
+    (a header time from a clock running ahead)."""
     seen = np.where(cols["seen_at"] > 0, cols["seen_at"], cols["created_at"])
     born = np.minimum(cols["created_at"], seen).astype(np.float64)
-    young = (clock.now - born) < protect_new
-    mask: npt.NDArray[np.bool_] = _NEVER[cols["reason"]] | young
+    mask: npt.NDArray[np.bool_] = (clock.now - born) < protect_new
     return mask
+
+
+def protected(cols: Columns, clock: Clock, protect_new: float) -> npt.NDArray[np.bool_]:
+    """Rows that budget eviction never chooses: agent and unknown reasons."""
+    mask: npt.NDArray[np.bool_] = _NEVER[cols["reason"]]
+    return mask
+
+
+def values_of(cols: Columns, clock: Clock, policy: Policy, params: Mapping[str, float] | None,
+              protect_new: float) -> Values:  # fmt: skip
+    """Each row's value for eviction: the policy's, young files' raised by
+    YOUNG_FACTOR, +inf for rows never chosen."""
+    values = policy.score(cols, clock, params)
+    values = np.where(young(cols, clock, protect_new), values * YOUNG_FACTOR, values)
+    return np.where(protected(cols, clock, protect_new), np.inf, values)
 
 
 def ranking(cols: Columns, clock: Clock, policy: Policy, params: Mapping[str, float] | None,
             protect_new: float) -> tuple[npt.NDArray[np.intp], Values]:  # fmt: skip
     """Row numbers in eviction order (first = first to go) and their values;
-    protected rows come last with value +inf."""
-    values = policy.score(cols, clock, params)
-    values = np.where(protected(cols, clock, protect_new), np.inf, values)
+    rows never chosen come last with value +inf. Ties go to the file idle
+    longest on the cache's clock, then on the wall clock."""
+    values = values_of(cols, clock, policy, params, protect_new)
     last = np.where(cols["last_used"] > 0, cols["last_used"], cols["created_at"])
-    return np.lexsort((last, values)), values
+    return np.lexsort((last, cols["act"], values)), values
 
 
 def choose(index: Index, budget: Budget, clock: Clock, policy: Policy,
@@ -71,8 +95,7 @@ def choose(index: Index, budget: Budget, clock: Clock, policy: Policy,
     total = index.total_bytes
     if total <= budget.limit:
         return []
-    values = policy.score(cols, clock, params)
-    values = np.where(protected(cols, clock, budget.protect_new), np.inf, values)
+    values = values_of(cols, clock, policy, params, budget.protect_new)
     victims = _cheapest(cols, values, total - budget.target)
     return decide_rows(index, victims, Cause.BUDGET, clock.now, policy=policy.name,
                        score=values[victims])  # fmt: skip
@@ -95,7 +118,7 @@ def _cheapest(cols: Columns, values: Values, needed: int) -> npt.NDArray[np.intp
             pool = finite[fvalues <= threshold]  # ties at the threshold too: exact order
         else:
             pool = finite
-        order = pool[np.lexsort((last[pool], values[pool]))]  # stable, as over all rows
+        order = pool[np.lexsort((last[pool], cols["act"][pool], values[pool]))]  # as ranking
         freed = np.cumsum(cols["size"][order])
         if freed[-1] >= needed or len(pool) == len(finite):
             victims: npt.NDArray[np.intp] = order[: min(int(np.searchsorted(freed, needed)) + 1,

@@ -77,6 +77,9 @@ class Groomer:
         self.headroom = Headroom()
         self.invalid: dict[str, tuple[tuple[int, int, int] | None, str]] = {}
         self.ledger = Ledger()  # decisions in flight; a dry run's judged versions
+        # Activity stamps (act, seen_at) of the files a dry run held: one that
+        # comes back keeps its place on the cache's clock instead of looking fresh.
+        self._held_stamps: dict[str, tuple[int, int]] = {}
         self._swept = -1  # index generation at the end of the last sweep
         self._unreachable: str | None = None  # why usage stays over the limit, once noted
         self._failed = 0  # unlinks that failed since the budget was last reached
@@ -169,6 +172,7 @@ class Groomer:
         self.invalid.pop(name, None)
         self.ledger.held.pop(name, None)
         if (old := self.index.pop(name)) is not None:
+            self.headroom.gone(old.size, old.header.tokens)  # the engine evicted it (or consumed)
             step.notes.append(Note(events.REMOVED, "info", {
                 "name": name, "sha": old.sha, "reason": old.header.reason.label,
                 "size": old.size, "dir_bytes": self.usage}))  # fmt: skip
@@ -271,6 +275,8 @@ class Groomer:
             self.index.pop(d.name)  # already out if the core decided it; a no-op then
         if result is Result.WOULD_UNLINK:
             self.ledger.held[d.name] = d.seen
+            if snap is not None:
+                self._held_stamps[d.name] = (snap.act, snap.seen_at)
         elif result in (Result.CHANGED, Result.REFUSED):
             self._swept = -1  # judge it again at the next sweep
         elif result is Result.FAILED:
@@ -354,6 +360,11 @@ class Groomer:
         added["act"] = stamps
         added["seen_at"] = int(now)
         self.activity += int(added["size"].sum())
+        if self._held_stamps:  # files a dry run held out come back where they were
+            for j, b in enumerate(names[fresh].tolist()):
+                kept = self._held_stamps.pop(b.decode(), None)
+                if kept is not None:
+                    added["act"][j], added["seen_at"][j] = kept
         self.headroom.seed(added["size"][order][-HEADROOM_SEED:].tolist())
         self.index.put_many(added, names[fresh])
         for created in added["created_at"][added["created_at"] > now + SKEW_S][:1].tolist():

@@ -4,12 +4,23 @@ Pure. ds4-server evicts by its own score, in its own thread, before it writes
 a file, whenever usage plus the incoming file would exceed its budget
 (`--kv-disk-space-mb`). kvgroomd's choices only matter if that never has to
 happen: so with `engine_budget` set, kvgroomd keeps usage at most the engine's
-budget minus the size of the next store, and no lower than that.
+budget minus the room the next store needs, and no lower than that.
 
-The next store is predicted from the stores kvgroomd has seen land: the
-largest of the last `WINDOW` of them. A prefill ladder writes rungs that grow
-by one continued interval, and a conversation's evict save is as large as its
-live state, which its recent stores bound.
+The prediction uses only what kvgroomd sees, in the order it sees it:
+
+* the largest of the last `WINDOW` stores: a prefill ladder's next rung is
+  one continued interval longer than the last, and a conversation's evict
+  save is as large as its live state, which its recent stores bound;
+* plus, when the engine had to evict by itself anyway (files that left the
+  directory without kvgroomd's decision, and not by being consumed: at most
+  `cold_max_tokens`), the bytes it evicted in one go, over the same window:
+  stores that land faster than kvgroomd can react (an evict save, the cold
+  store and the rungs of the next request at instant prefill) need room
+  together, and the engine's evictions measure how much was missing.
+
+No wall clock: a faster or slower replay of the same traffic predicts the
+same room (the first term); the second reacts only to the engine's own
+evictions, which happen exactly when kvgroomd could not keep up.
 """
 
 from __future__ import annotations
@@ -17,18 +28,30 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-WINDOW = 16  # recent stores remembered
+WINDOW = 16  # recent stores (and eviction episodes) remembered
+CONSUME_TOKENS = 30000  # the engine's cold_max_tokens: larger files leave when hit
 
 
 class Headroom:
-    """Recent store sizes, and the room the next one is predicted to need."""
+    """Recent store sizes and engine evictions; the room the next store needs."""
 
-    def __init__(self, window: int = WINDOW) -> None:
+    def __init__(self, window: int = WINDOW, consume_tokens: int = CONSUME_TOKENS) -> None:
         self._recent: deque[int] = deque(maxlen=window)
+        self._episodes: deque[int] = deque(maxlen=window)
+        self._evicting = 0  # bytes the engine evicted since the last store seen
+        self.consume_tokens = consume_tokens
 
     def landed(self, size: int) -> None:
-        """A store of `size` bytes landed."""
+        """A store of `size` bytes landed (a new file, or a new version of one)."""
+        self._episodes.append(self._evicting)
+        self._evicting = 0
         self._recent.append(size)
+
+    def gone(self, size: int, tokens: int) -> None:
+        """A file of `size` bytes left without kvgroomd deciding it: the engine
+        evicted it, unless it was large enough to be consumed by a hit."""
+        if tokens <= self.consume_tokens:
+            self._evicting += size
 
     def seed(self, sizes: Iterable[int]) -> None:
         """Start from sizes already on disk, oldest first (a start-up scan)."""
@@ -36,5 +59,6 @@ class Headroom:
             self._recent.append(s)
 
     def need(self) -> int:
-        """Bytes the next store is predicted to take (0 before any store)."""
-        return max(self._recent, default=0)
+        """Bytes to keep free for what the engine stores next (0 before any store)."""
+        burst = max(max(self._episodes, default=0), self._evicting)
+        return max(self._recent, default=0) + burst

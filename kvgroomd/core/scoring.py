@@ -69,12 +69,6 @@ def register(name: str, defaults: Mapping[str, float], summary: str) -> Callable
     return add
 
 
-def _idle_seconds(cols: Columns, now: float) -> Values:
-    # The engine falls back to created_at until the first hit writes last_used.
-    last = np.where(cols["last_used"] > 0, cols["last_used"], cols["created_at"])
-    return np.maximum(now - last.astype(np.float64), 0.0)
-
-
 def _reason_is(cols: Columns, *reasons: Reason) -> npt.NDArray[np.bool_]:
     return np.isin(cols["reason"], [int(r) for r in reasons])
 
@@ -124,18 +118,21 @@ def engine_score(cols: Columns, clock: Clock, _params: Mapping[str, float]) -> V
                          cols["size"], cols["reason"], clock.now)  # fmt: skip
 
 
-# The default policy. Each value was chosen by replaying the scenario library
-# (scenarios/, `kvgroomd simulate`); docs/policy.md gives the measurements.
+# The default policy. Each value was chosen by replaying the interleaved-agent
+# generator, the adversarial generators and the scenario library
+# (`kvgroomd simulate`); docs/policy.md gives the measurements. Idleness is
+# measured on the cache's own clock (`Clock.activity`, bytes landed, against
+# each row's `act` stamp), in *turnovers*: bytes landed since the file was
+# last used, over the bytes the directory holds. No wall time: the same
+# traffic replayed faster or slower gets the same decisions.
 PREFILL_DEFAULTS: Mapping[str, float] = {
-    # Hits are evidence of reuse. They fade over days, not the engine's 6
-    # hours, so a prefix reused every day does not look new every morning.
-    "hit_half_life": 7 * DAY,
-    # The chance of any further hit fades with idle time: most saves that are
-    # used again are used within the day (a resumed chat, a second question).
-    "idle_half_life": 1 * DAY,
+    # The chance of any further hit halves per this many turnovers of idleness:
+    # a conversation is resumed while the cache still remembers it.
+    "idle_half_turnovers": 1.0,
+    # Hits are evidence of reuse; they fade over this many turnovers.
+    "hit_half_turnovers": 4.0,
     # Prior hits of a file never hit yet, by reason. A chat anchor (a cold
-    # store that ends at the shared system prompt) serves every new session:
-    # high enough that a fresh 533-token anchor outranks a fresh 1.2 GiB save.
+    # store that ends at the shared system prompt) serves every new session.
     "prior_cold": 4.0,
     # The engine's boundary alignment: a cold file whose token count is a
     # multiple of it is a trimmed whole prompt, not an anchor, and is valued
@@ -144,9 +141,9 @@ PREFILL_DEFAULTS: Mapping[str, float] = {
     # A continued file is a mid-prefill frontier; under an evict save it is the
     # pre-divergence prefix (a second question on the same document).
     "prior_continued": 0.5,
-    # An evict save is the conversation the user switched away from: a chat is
-    # often resumed, not always.
-    "prior_evict": 0.6,
+    # An evict save is the conversation the user just switched away from: the
+    # one most likely to come back next.
+    "prior_evict": 1.0,
     # A shutdown save is the conversation the restart interrupted.
     "prior_shutdown": 2.0,
     # Unknown and agent reasons (never evicted by the budget anyway).
@@ -154,16 +151,17 @@ PREFILL_DEFAULTS: Mapping[str, float] = {
     # An evict or shutdown save with a tool-id map trailer (ext_flags bit 0)
     # holds sampled tool calls the client never sends back: its prior is
     # multiplied by this.
-    "tool_factor": 0.1,
+    "tool_factor": 0.05,
+    # A file of a text family (same first 64 bytes) that never served a hit,
+    # none of it: it shares nothing anybody asked for again (a one-shot
+    # document and its save). Its prior is multiplied by this, so being big
+    # never makes it outrank a hit anchor or a fresh conversation save.
+    "orphan_factor": 0.2,
     # A strict prefix of a compatible longer snapshot only serves prompts that
-    # diverge between the two ends. That is rare for a save of a conversation
-    # that went on (an older evict/shutdown save, a whole-prompt cold), so
-    # those are multiplied by this. Not so for a chat anchor (every new
-    # session diverges after it) nor a continued file: supersession already
-    # removed those under a longer cold/continued one, so what covers it is an
-    # evict or shutdown save, and it is the pre-divergence prefix that serves
-    # the next question on the same document.
-    "covered_factor": 0.3,
+    # diverge between the two ends: rare for an older save of a conversation
+    # that went on (an evict/shutdown save, a whole-prompt cold). Not so for a
+    # chat anchor nor a continued file (the pre-divergence prefix).
+    "covered_factor": 0.1,
     # Over this many tokens the engine consumes a snapshot on its first hit
     # (cold_max_tokens), so it can save prefill at most once.
     "consume_tokens": 30000,
@@ -176,14 +174,20 @@ PREFILL_DEFAULTS: Mapping[str, float] = {
 def prefill_value(cols: Columns, clock: Clock, p: Mapping[str, float]) -> Values:
     """Expected future hits times tokens saved per hit, per byte held:
 
-    value = (prior[reason] + hits * 2^(-idle/hit_half_life))
-            * 2^(-idle/idle_half_life) * tokens / size,
+    value = (prior[reason] + hits * 2^(-t / hit_half_turnovers))
+            * 2^(-t / idle_half_turnovers) * tokens / size,
 
-    with the expected hits capped at 1 over consume_tokens and discounted for
-    tool saves, stale covered saves and legacy files (see PREFILL_DEFAULTS).
+    t = (clock.activity - act) / bytes held: turnovers since the file last
+    landed or served a hit. Expected hits are capped at 1 over consume_tokens;
+    priors are discounted for tool saves and for files of a text family that
+    never served a hit; stale covered saves and legacy files are discounted
+    (see PREFILL_DEFAULTS).
     """
-    idle = _idle_seconds(cols, clock.now)
-    hits = cols["hits"] * np.exp2(-idle / p["hit_half_life"])
+    size = np.maximum(cols["size"].astype(np.float64), 1.0)
+    held = max(float(size.sum()), 1.0)
+    idle = np.maximum(float(clock.activity) - cols["act"].astype(np.float64), 0.0) / held
+    hits = cols["hits"].astype(np.float64)
+    recent_hits = hits * np.exp2(-idle / p["hit_half_turnovers"])
     reason = cols["reason"]
     prior = np.full(len(cols), p["prior_other"])
     for r, key in (
@@ -201,12 +205,14 @@ def prefill_value(cols: Columns, clock: Clock, p: Mapping[str, float]) -> Values
         cols, Reason.EVICT, Reason.SHUTDOWN
     )
     prior = np.where(tool_save, prior * p["tool_factor"], prior)
-    expected = (prior + hits) * np.exp2(-idle / p["idle_half_life"])
+    _, family = np.unique(cols["head"], return_inverse=True)
+    family_hits = np.bincount(family.reshape(-1), weights=hits, minlength=1)[family]
+    prior = np.where(family_hits == 0, prior * p["orphan_factor"], prior)
+    expected = (prior + recent_hits) * np.exp2(-idle / p["idle_half_turnovers"])
     expected = np.where(tokens > p["consume_tokens"], np.minimum(expected, 1.0), expected)
     stale = cols["covered"] & ~anchor & (reason != int(Reason.CONTINUED))
     expected = np.where(stale, expected * p["covered_factor"], expected)
     expected = np.where(cols["abi"] == 0, expected * p["legacy_factor"], expected)
-    size = np.maximum(cols["size"].astype(np.float64), 1.0)
     return np.asarray(expected * tokens / size, dtype=np.float64)
 
 

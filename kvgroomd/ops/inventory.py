@@ -23,10 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from kvgroomd.core.cleanup import TempFile
-from kvgroomd.core.evict import NEVER_EVICTED, ranking
+from kvgroomd.core.evict import ranking
 from kvgroomd.core.groomer import Groomer, Texts
 from kvgroomd.core.index import Snapshot
 from kvgroomd.core.scoring import Policy
@@ -59,7 +57,7 @@ class Row:
 
     snap: Snapshot
     score: float | None  # policy value (higher = keep); None when protected
-    protected: str | None  # why budget eviction never picks it: "young" | "reason"
+    protected: str | None  # why budget eviction never picks it: "reason" (agent, unknown)
     rank: int | None  # 1 = the first the policy would evict; None when protected
     chain: str | None  # sha of the chain's root; None when in no chain
     chain_size: int
@@ -184,7 +182,6 @@ def build(core: Groomer, texts: Texts, *, invalid: Sequence[Any] = (),
     order, values = ranking(cols, core.clock(now), settings.policy, dict(settings.params),
                             settings.protect_new)  # fmt: skip
     rank = {int(i): n + 1 for n, i in enumerate(k for k in order if math.isfinite(values[k]))}
-    never = np.isin(cols["reason"], [int(r) for r in NEVER_EVICTED])
     visible = reads(settings.engine, cols["layout"], cols["abi"])
 
     groups: dict[str, list[str]] = {}
@@ -207,7 +204,7 @@ def build(core: Groomer, texts: Texts, *, invalid: Sequence[Any] = (),
             Row(
                 snap=index.at(i),
                 score=value if math.isfinite(value) else None,
-                protected=None if math.isfinite(value) else ("reason" if never[i] else "young"),
+                protected=None if math.isfinite(value) else "reason",
                 rank=rank.get(i),
                 chain=member.id if member else None,
                 chain_size=len(member.members) if member else 0,

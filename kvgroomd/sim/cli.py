@@ -28,7 +28,10 @@ def groom_params(c: Config, label: str = "config") -> GroomParams:
         label=label,
         policy=c.policy,
         params=dict(c.policy_params),
-        budget=c.budget,  # None: the daemon would only supersede
+        budget=c.budget,  # an optional cap
+        # The simulator's engine budget is the workload's: a config that names
+        # the engine's budget makes kvgroomd keep the room its next store needs.
+        engine_budget=c.engine_budget is not None,
         low_watermark=c.low_watermark,
         protect_new=c.protect_new,
         supersede=c.supersede,

@@ -11,6 +11,7 @@ What the simulator predicts is therefore what the daemon decides.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import replace
@@ -106,8 +107,13 @@ class SimTexts:
 class SimGroomer:
     """The core, hearing the simulated engine's directory as the daemon hears a real one."""
 
-    def __init__(self, rules: Rules, disk: Disk, *, reconcile_interval: float = 300.0) -> None:
+    def __init__(self, rules: Rules, disk: Disk, *, reconcile_interval: float = 300.0,
+                 latency: float = 0.0) -> None:  # fmt: skip
         self.core = Groomer(rules)
+        # The daemon hears a change this long after it happens (inotify, then
+        # reading the file): what the engine does meanwhile (the lookup right
+        # after an evict save, the rest of a burst of stores) comes first.
+        self.latency = latency
         self.disk = disk
         self.texts = SimTexts(disk)
         self.reconcile_interval = reconcile_interval
@@ -122,16 +128,23 @@ class SimGroomer:
 
     def landed(self, name: str, now: float) -> None:
         """A file was renamed into place, or its header rewritten (a hit)."""
-        self._events.append(("landed", name, now))
-        self._drain()
+        self._events.append(("landed", name, now + self.latency))
+        self._drain(now)
 
     def gone(self, name: str, now: float) -> None:
         """A file left the directory."""
-        self._events.append(("gone", name, now))
-        self._drain()
+        self._events.append(("gone", name, now + self.latency))
+        self._drain(now)
+
+    def advance(self, now: float) -> float:
+        """Time reached `now`: hear what happened until then. Returns `now`
+        (the engine model's wait hook: kvgroomd acts between its actions)."""
+        self._drain(now)
+        return now
 
     def tick(self, now: float) -> None:
         """Time passed with no event (the daemon's timers)."""
+        self._drain(now)
         self._rescan_if_due(now)
         self._run(self.core.tick(now), now)
 
@@ -152,12 +165,12 @@ class SimGroomer:
 
     # -- internals -----------------------------------------------------------------
 
-    def _drain(self) -> None:
+    def _drain(self, upto: float = math.inf) -> None:
         if self._busy:
             return  # an event caused by our own unlink: handled after this step
         self._busy = True
         try:
-            while self._events:
+            while self._events and self._events[0][2] <= upto:
                 kind, name, now = self._events.popleft()
                 self._rescan_if_due(now)
                 if kind == "gone":

@@ -18,7 +18,6 @@ and bytes deleted without ever serving a hit (written for nothing).
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -41,20 +40,23 @@ from kvgroomd.sim.workload import Request, Restart, Workload, requests
 class GroomParams:
     """What kvgroomd does in a run: the part of Config the simulator uses.
 
-    `budget="auto"` is the engine's budget minus the workload's headroom (the
-    largest file the engine is expected to store in one go), so the engine's
-    own pre-store eviction rarely fires; None means supersession only, as in
-    the daemon when its config sets no budget.
+    The defaults are the daemon's default config plus `engine_budget`: kvgroomd
+    knows the engine's budget and keeps the room the engine's next store
+    needs (core/headroom.py). `budget` is the optional cap (bytes, scaled with
+    a restart's budget change); "auto" is the engine's budget minus the
+    workload's fixed `headroom` (what the docs recommended before
+    engine_budget). With neither, kvgroomd only supersedes.
     """
 
     label: str = "kvgroomd"
     policy: str = DEFAULT_POLICY
     params: Mapping[str, float] = field(default_factory=dict)
-    budget: int | Literal["auto"] | None = "auto"
+    budget: int | Literal["auto"] | None = None
     low_watermark: float = 0.9
-    protect_new: float = 120.0
+    protect_new: float = 0.0
     supersede: bool = True
     reject_different_quant: bool = False
+    engine_budget: bool = True  # kvgroomd is told the engine's budget (config engine_budget)
     # The daemon acts this long after a store lands (inotify, reading the new
     # file): engine actions within that time (an evict save and the lookup
     # right after it, a burst of stores at instant prefill) come first.
@@ -75,9 +77,11 @@ def default_headroom(engine: EngineParams) -> int:
 # -- kvgroomd ------------------------------------------------------------------
 
 
-def rules_of(g: GroomParams, limit: int | None) -> Rules:
-    """The decision core's rules for a run, with `limit` as the budget cap."""
+def rules_of(g: GroomParams, limit: int | None, engine: int | None) -> Rules:
+    """The decision core's rules for a run: `limit` the budget cap, `engine`
+    the engine's budget (given to kvgroomd when `g.engine_budget`)."""
     return Rules(supersede=g.supersede, strict_quant=g.reject_different_quant, budget=limit,
+                 engine_budget=engine if g.engine_budget else None,
                  low_watermark=g.low_watermark, protect_new=g.protect_new, policy=g.policy,
                  policy_params=dict(g.params))  # fmt: skip
 
@@ -115,18 +119,22 @@ def replay(
             # A configured budget follows a budget change in proportion.
             return groom.budget * model.budget // w.engine.budget
 
-        groomer = SimGroomer(rules_of(groom, limit()), disk)
+        groomer = SimGroomer(rules_of(groom, limit(), model.budget), disk, latency=groom.latency)
         disk.watcher = groomer
+        server.wait = groomer.advance  # kvgroomd acts between the engine's actions
 
     def reload(at: float) -> None:  # the operator reloads kvgroomd before the engine starts
         if groomer is not None and groom is not None:
-            groomer.reconfigure(rules_of(groom, limit()), at)
+            groomer.advance(at)
+            groomer.reconfigure(rules_of(groom, limit(), model.budget), at)
 
     rows = drive(server, reqs, w.restarts, budgets=not unbounded,
                  before_start=None if groomer is None else reload,
                  before_request=None if groomer is None else groomer.tick,
                  usage=lambda: disk.index.total_bytes,
                  limit=None if groomer is None else groomer.core.limit)  # fmt: skip
+    if groomer is not None:
+        groomer.advance(math.inf)  # the last reactions
     label = UNBOUNDED if unbounded else ALONE if groom is None else groom.label
     return RunReport(
         label=label,

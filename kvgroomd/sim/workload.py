@@ -400,3 +400,14 @@ def _restarts(raw: object) -> tuple[Restart, ...]:
         else:
             out.append(Restart(_get(parse_duration, item, key)))
     return tuple(sorted(out, key=lambda r: r.at))
+
+
+def scale_time(w: Workload, k: float) -> Workload:
+    """The same traffic `k` times slower (k < 1: faster): every arrival, gap
+    and restart time multiplied by k, prefill and generation speeds divided."""
+    sessions = tuple(replace(s, start=s.start * k, gap=tuple(g * k for g in s.gap))
+                     for s in w.sessions)  # fmt: skip
+    restarts = tuple(replace(r, at=r.at * k) for r in w.restarts)
+    engine = replace(w.engine, prefill_tps=w.engine.prefill_tps / k,
+                     decode_tps=w.engine.decode_tps / k)  # fmt: skip
+    return replace(w, sessions=sessions, restarts=restarts, engine=engine)

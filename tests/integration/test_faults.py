@@ -21,6 +21,7 @@ from kvgroomd.config import Config
 from kvgroomd.core.evict import Budget, choose
 from kvgroomd.core.scoring import POLICIES, Clock
 from kvgroomd.daemon.groom import DiskGroomer
+from kvgroomd.format.header import Reason
 from kvgroomd.testing.audit import look, plant
 
 # Conversation C of the fixtures: each text is a strict byte prefix of the next.
@@ -106,11 +107,13 @@ class TestHostileEntries:
 
 
 class TestBudgetUnreachable:
-    def test_said_once_while_young_files_hold_usage_up(self, cache_dir, kit, start_daemon):
-        """Landings over a budget that only young files fill give one budget.unreachable."""
+    def test_said_once_while_agent_files_hold_usage_up(self, cache_dir, kit, start_daemon):
+        """Landings over a budget that only never-evicted (agent) files fill give
+        one budget.unreachable."""
         d = start_daemon(cache_dir=cache_dir, budget=1, protect_new=3600)
         for i in range(4):
-            path = kit.write_snapshot(cache_dir, f"young file {i} ".encode() * 60)
+            path = kit.write_snapshot(cache_dir, f"agent file {i} ".encode() * 60,
+                                      reason=Reason.AGENT_SESSION)  # fmt: skip
             d.wait_for("snapshot.added", sha=path.name[:40])
         assert len(d.events("budget.unreachable")) == 1
         assert d.events("budget.unreachable")[0]["why"].startswith("the rest is protected")

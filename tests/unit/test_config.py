@@ -118,7 +118,7 @@ class TestDefaults:
         c = config("cache_dir: /var/cache/ds4\n")
         assert c == Config(cache_dir=Path("/var/cache/ds4"))
         assert c.budget is None
-        assert (c.low_watermark, c.protect_new) == (0.9, 120.0)
+        assert (c.low_watermark, c.protect_new) == (0.9, 0.0)
         assert (c.policy, dict(c.policy_params)) == (DEFAULT_POLICY, {})
         assert DEFAULT_POLICY == "prefill"
         assert (c.supersede, c.reject_different_quant, c.dry_run) == (True, False, False)
@@ -189,21 +189,21 @@ class TestPolicy:
     def test_mapping_with_params(self) -> None:
         """`policy: {name, param: value}` takes durations and plain numbers."""
         c = config(
-            "cache_dir: /kv\npolicy:\n  name: prefill\n  hit_half_life: 3d\n"
+            "cache_dir: /kv\npolicy:\n  name: prefill\n  hit_half_turnovers: 3\n"
             "  covered_factor: 0.5\n  consume_tokens: 20000\n"
         )
         assert c.policy == "prefill"
         assert dict(c.policy_params) == {
-            "hit_half_life": 3 * 86400.0,
+            "hit_half_turnovers": 3.0,
             "covered_factor": 0.5,
             "consume_tokens": 20000.0,
         }
 
     def test_mapping_without_name_is_the_default_policy(self) -> None:
         """A policy mapping without `name` tunes the default policy."""
-        c = config("cache_dir: /kv\npolicy:\n  idle_half_life: 1d\n")
+        c = config("cache_dir: /kv\npolicy:\n  idle_half_turnovers: 2\n")
         assert c.policy == DEFAULT_POLICY
-        assert dict(c.policy_params) == {"idle_half_life": 86400.0}
+        assert dict(c.policy_params) == {"idle_half_turnovers": 2.0}
 
     def test_every_registered_policy_is_accepted(self) -> None:
         """Each name in POLICIES is a valid `policy:` value."""
@@ -279,7 +279,7 @@ class TestErrors:
         """A parameter the policy does not have is named with its line."""
         msg = error("cache_dir: /kv\npolicy:\n  name: prefill\n  half_life: 1d\n")
         assert_points_at(msg, 4, "policy.half_life")
-        assert "hit_half_life" in msg  # the known parameters are listed
+        assert "hit_half_turnovers" in msg  # the known parameters are listed
 
     def test_parameter_of_a_policy_without_parameters(self) -> None:
         """ds4 takes no parameters: any is an error naming it."""

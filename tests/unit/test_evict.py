@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kvgroomd.core.decision import Cause, Decision
-from kvgroomd.core.evict import NEVER_EVICTED, Budget, choose, protected, ranking
+from kvgroomd.core.evict import NEVER_EVICTED, Budget, choose, protected, ranking, young
 from kvgroomd.core.index import Index, Snapshot, decide
 from kvgroomd.core.scoring import POLICIES, Clock, Policy
 from kvgroomd.format.header import Reason
@@ -231,55 +231,76 @@ class TestProtected:
         assert names(choose(index, everything(index), Clock(NOW), policy)) == [mine.name]
 
     @pytest.mark.parametrize("policy", BOTH)
-    def test_young_files_are_never_chosen(self, policy: Policy) -> None:
-        """A file younger than protect_new is never a victim; one exactly that old is."""
-        young = snapshot(tokens=1, size=10_000, created_at=NOW - 119)
-        of_age = snapshot(tokens=2, size=10_000, created_at=NOW - 120)
-        index = index_of(young, of_age)
-        got = choose(index, Budget(limit=1, protect_new=120), Clock(NOW), policy)
+    def test_young_files_count_twice_their_value(self, policy: Policy) -> None:
+        """A file younger than protect_new yields to an older one worth up to
+        twice as much (it counts twice); one exactly that old counts once."""
+        young_ = snapshot(tokens=10, size=10_000, created_at=NOW - 119)
+        cheaper = snapshot(tokens=15, size=10_000, created_at=NOW - 3600)
+        index = index_of(young_, cheaper)
+        got = choose(index, Budget(limit=10_001, low_watermark=1.0, protect_new=120), Clock(NOW), policy)
+        assert names(got) == [cheaper.name]
+        of_age = snapshot(tokens=10, size=10_000, created_at=NOW - 120)
+        index = index_of(of_age, cheaper)
+        got = choose(index, Budget(limit=10_001, low_watermark=1.0, protect_new=120), Clock(NOW), policy)
         assert names(got) == [of_age.name]
 
-    def test_protect_new_comes_from_the_budget(self) -> None:
-        """With protect_new 0 a just-written file can be a victim."""
-        fresh = snapshot(tokens=1, size=10_000, created_at=NOW)
-        index = index_of(fresh)
-        assert choose(index, Budget(limit=1, protect_new=120), Clock(NOW), DS4) == []
-        assert names(choose(index, Budget(limit=1, protect_new=0), Clock(NOW), DS4)) == [fresh.name]
+    @pytest.mark.parametrize("policy", BOTH)
+    def test_protection_never_takes_a_much_better_old_file(self, policy: Policy) -> None:
+        """The issue's failure: only one file old enough, and it is the most
+        valuable one. A young file of a tenth of its value goes instead."""
+        anchor = snapshot(reason=Reason.COLD, tokens=5000, size=100_000, hits=15,
+                          created_at=NOW - 3600)  # fmt: skip
+        fresh = snapshot(tokens=500, size=100_000, created_at=NOW - 1)
+        index = index_of(anchor, fresh)
+        got = choose(index, Budget(limit=100_001, low_watermark=1.0, protect_new=120), Clock(NOW), policy)
+        assert names(got) == [fresh.name]
+
+    def test_protection_is_not_arrival_order(self) -> None:
+        """With every file young, eviction is still by value, not by age."""
+        files = [snapshot(tokens=t, size=10_000, created_at=NOW - age)
+                 for t, age in ((900, 60), (100, 5), (500, 30))]  # fmt: skip
+        index = index_of(*files)
+        got = choose(index, Budget(limit=10_001, low_watermark=1.0, protect_new=120),
+                     Clock(NOW), DS4)  # fmt: skip
+        assert names(got) == [files[1].name, files[2].name]
 
     @pytest.mark.parametrize("policy", BOTH)
-    def test_only_protected_left_returns_all_unprotected(self, policy: Policy) -> None:
-        """When the unprotected files cannot free enough, all of them go and no
-        protected one does."""
+    def test_only_never_evicted_left_returns_all_others(self, policy: Policy) -> None:
+        """When the candidates cannot free enough, all of them go (young ones
+        too) and no agent or unknown entry does."""
         big = [
             snapshot(reason=Reason.AGENT_SESSION, size=10**6, created_at=OLD),
             snapshot(reason=Reason.AGENT_SYSTEM, size=10**6, created_at=OLD),
             snapshot(reason=Reason.UNKNOWN, reason_code=42, size=10**6, created_at=OLD),
-            snapshot(size=10**6, created_at=NOW - 10),
         ]
         small = [snapshot(size=1000 + i, hits=i, created_at=OLD) for i in range(3)]
-        index = index_of(*big, *small)
-        got = choose(index, Budget(limit=2 * 10**6), Clock(NOW), policy)
-        assert sorted(names(got)) == sorted(s.name for s in small)
+        fresh = snapshot(size=10**6, created_at=NOW - 10)
+        index = index_of(*big, *small, fresh)
+        got = choose(index, Budget(limit=2 * 10**6, protect_new=120), Clock(NOW), policy)
+        assert sorted(names(got)) == sorted(s.name for s in (*small, fresh))
 
-    def test_nothing_unprotected_gives_nothing(self) -> None:
-        """Over budget with only protected files, there is nothing to choose."""
+    def test_nothing_but_never_evicted_gives_nothing(self) -> None:
+        """Over budget with only agent and unknown entries, there is nothing to choose."""
         index = index_of(snapshot(reason=Reason.AGENT_SESSION, size=10**6, created_at=OLD),
-                         snapshot(size=10**6, created_at=NOW))  # fmt: skip
+                         snapshot(reason=Reason.UNKNOWN, size=10**6, created_at=NOW))  # fmt: skip
         assert choose(index, Budget(limit=10), Clock(NOW), PREFILL) == []
 
     def test_protected_mask_and_ranking(self) -> None:
-        """protected() flags never-evicted reasons and young files; ranking puts
-        them last with value +inf."""
+        """protected() flags never-evicted reasons, young() young files;
+        ranking puts the never-evicted last with value +inf and young files
+        at twice their value."""
         rows = [
             snapshot(created_at=OLD), snapshot(reason=Reason.AGENT_SYSTEM, created_at=OLD),
             snapshot(created_at=NOW - 5), snapshot(reason=Reason.COLD, created_at=OLD),
         ]  # fmt: skip
         cols = index_of(*rows).columns()
-        assert protected(cols, Clock(NOW), 120).tolist() == [False, True, True, False]
+        assert protected(cols, Clock(NOW), 120).tolist() == [False, True, False, False]
+        assert young(cols, Clock(NOW), 120).tolist() == [False, False, True, False]
         order, values = ranking(cols, Clock(NOW), DS4, None, 120)
-        assert set(order[-2:].tolist()) == {1, 2}
-        assert np.isinf(values[[1, 2]]).all()
-        assert np.isfinite(values[[0, 3]]).all()
+        assert order[-1] == 1 and np.isinf(values[1])
+        plain = DS4.score(cols, Clock(NOW))
+        assert values[2] == pytest.approx(2 * plain[2])
+        assert values[[0, 3]].tolist() == pytest.approx(plain[[0, 3]].tolist())
 
 
 class TestDecisionFields:

@@ -9,6 +9,7 @@ import numpy as np
 from kvgroomd import events
 from kvgroomd.core.decision import Cause, Result
 from kvgroomd.core.drift import Listing
+from kvgroomd.core.evict import young
 from kvgroomd.core.facts import Invalid
 from kvgroomd.core.groomer import Groomer, Rules
 from kvgroomd.core.index import Snapshot
@@ -82,11 +83,12 @@ class TestLanding:
         when the core saw it, so it ages out of protect_new."""
         ahead = [snapshot(C[:n], reason=Reason.EVICT, created_at=T0 + DAY) for n in (900, 1900)]
         disk = disk_of([])
-        core = Groomer(Rules(budget=1, protect_new=60, supersede=False))
+        core = Groomer(Rules(supersede=False))
         notes = land(core, disk, ahead[0]).notes + land(core, disk, ahead[1]).notes
         assert [n.event for n in notes].count(events.CLOCK_SKEW) == 1
-        assert core.tick(T0 + 30).decisions == []  # young, as seen
-        assert {d.name for d in core.tick(T0 + 61).decisions} == {s.name for s in ahead}
+        cols = core.index.columns()
+        assert young(cols, core.clock(T0 + 30), 60).all()  # young, as seen
+        assert not young(cols, core.clock(T0 + 61), 60).any()
 
 
 class TestSettle:
@@ -183,13 +185,24 @@ class TestInvalidAndBudget:
         assert step.decisions
 
     def test_unreachable_budget_is_said_once_per_episode(self) -> None:
-        """Young files hold usage over the limit: one note, not one per event."""
-        young = [snapshot(C[:n], reason=Reason.EVICT, created_at=T0) for n in (500, 600)]
-        core = Groomer(Rules(budget=1, protect_new=3600, supersede=False))
+        """Files budget eviction never takes (agent, unknown reasons) hold usage
+        over the limit: one note, not one per event."""
+        kept = [snapshot(C[:n], reason=Reason.AGENT_SESSION, created_at=T0) for n in (500, 600)]
+        core = Groomer(Rules(budget=1, supersede=False))
         disk = disk_of([])
-        notes = land(core, disk, young[0]).notes + land(core, disk, young[1]).notes
+        notes = land(core, disk, kept[0]).notes + land(core, disk, kept[1]).notes
         assert [n.event for n in notes].count(events.BUDGET_UNREACHABLE) == 1
         assert core.tick(T0 + 10).notes == []
+
+    def test_young_files_do_not_hold_usage_over_the_limit(self) -> None:
+        """protect_new never leaves the cache over its limit: young files go
+        too, in value order (the cheaper one first)."""
+        fresh = [snapshot(C[:n], reason=Reason.EVICT, created_at=T0) for n in (500, 3000)]
+        core = Groomer(Rules(budget=fresh[1].size, low_watermark=1.0, protect_new=3600,
+                             supersede=False))  # fmt: skip
+        disk = disk_of([])
+        decided = [d.name for s in fresh for d in land(core, disk, s).decisions]
+        assert decided == [fresh[0].name]
 
 
 def test_a_rescan_of_an_unwatched_directory_stamps_activity_by_last_use() -> None:

@@ -81,9 +81,13 @@ def test_simulate_plot_of_a_scenario(tmp_path: Path) -> None:
     report = compare(load_workload(SCENARIOS / "nested-ladder.yaml"))
     lines = _lines(report)
     engine = lines["engine budget (--kv-disk-space-mb)"].get_ydata()
-    mine = lines["kvgroomd budget"].get_ydata()
+    # kvgroomd keeps the room each run predicts the engine's next store needs:
+    # one line per run when they differ.
+    mine = [line.get_ydata() for label, line in lines.items()
+            if label.startswith("kvgroomd budget")]  # fmt: skip
     assert float(engine[0]) == report.budget / GiB
-    assert (np.asarray(mine) < np.asarray(engine)).all()
+    assert mine and all((np.asarray(m) <= np.asarray(engine)).all() for m in mine)
+    assert all((np.asarray(m) < np.asarray(engine)).any() for m in mine)
     png = tmp_path / "p.png"
     plot_report(report, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

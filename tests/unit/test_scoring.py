@@ -34,7 +34,7 @@ def cols(*rows: dict[str, object]) -> Columns:
         out[i]["last_used"] = r.get("last_used", out[i]["created_at"])
         out[i]["reason"] = int(r.get("reason", Reason.CONTINUED))  # type: ignore[call-overload]
         out[i]["abi"] = r.get("abi", 2)
-        for key in ("hits", "ext_flags", "covered"):
+        for key in ("hits", "ext_flags", "covered", "act", "head"):
             if key in r:
                 out[i][key] = r[key]
     return out
@@ -75,7 +75,8 @@ class TestEngineScore:
 
 
 class TestPrefillPolicy:
-    """The default policy values a file by the prefill it is expected to save per byte."""
+    """The default policy values a file by the prefill it is expected to save
+    per byte, with idleness on the cache's own clock (bytes landed)."""
 
     def test_is_the_default(self) -> None:
         """The daemon's default policy is "prefill"."""
@@ -86,16 +87,46 @@ class TestPrefillPolicy:
         v = prefill(cols({"hits": 3}, {}))
         assert v[0] > v[1]
 
-    def test_daily_hits_survive_the_night(self) -> None:
-        """Hits from 14 hours ago still count for most of their weight."""
-        v = prefill(cols({"hits": 5, "last_used": NOW - 14 * HOUR}, {"hits": 0}))
-        assert v[0] > 3 * v[1]
+    def test_idle_is_measured_in_turnovers(self) -> None:
+        """A file last used one turnover ago (as many bytes landed since as the
+        cache holds) is worth half a file used just now."""
+        c = cols({"act": 0}, {"act": 2 * size_of(10240)})
+        v = POLICIES["prefill"].score(c, Clock(NOW, activity=2 * size_of(10240)))
+        assert v[0] == pytest.approx(0.5 * v[1])
 
-    def test_idle_lowers_value(self) -> None:
-        """A file idle for three days is worth less than a fresh one."""
-        old = NOW - 3 * DAY
-        v = prefill(cols({"created_at": old}, {}))
-        assert v[0] < 0.5 * v[1]
+    def test_wall_time_does_not_matter(self) -> None:
+        """Days of wall time with no activity change nothing; the same activity
+        at any pace gives the same values."""
+        c = cols({"act": 100, "hits": 2}, {"act": 5000, "reason": Reason.EVICT})
+        now = POLICIES["prefill"].score(c, Clock(NOW, activity=9000))
+        later = POLICIES["prefill"].score(c, Clock(NOW + 30 * DAY, activity=9000))
+        assert now.tolist() == later.tolist()
+
+    def test_the_conversation_just_left_comes_first(self) -> None:
+        """Of two conversation saves on a hit anchor, the one switched away
+        from last is worth more."""
+        anchor = {"reason": Reason.COLD, "tokens": 5000, "hits": 9, "head": 7, "act": 0}
+        c = cols(anchor, {"reason": Reason.EVICT, "tokens": 12000, "head": 7, "act": 10**9},
+                 {"reason": Reason.EVICT, "tokens": 12000, "head": 7, "act": 2 * 10**9})  # fmt: skip
+        v = POLICIES["prefill"].score(c, Clock(NOW, activity=2 * 10**9))
+        assert v[2] > v[1]
+
+    def test_a_big_never_hit_stranger_ranks_below_hit_anchors_and_fresh_saves(self) -> None:
+        """A save that shares no text family with anything hit and was never
+        hit itself (a one-shot document) is worth less per byte than a hit
+        anchor and than a fresh conversation save, however big it is."""
+        c = cols({"reason": Reason.COLD, "tokens": 5000, "hits": 3, "head": 1},
+                 {"reason": Reason.EVICT, "tokens": 9000, "head": 1},
+                 {"reason": Reason.EVICT, "tokens": 60000, "head": 2})  # fmt: skip
+        v = prefill(c)
+        assert v[2] < v[0] and v[2] < v[1]
+
+    def test_shared_anchors_are_worth_the_most_per_byte(self) -> None:
+        """An anchor hit by many conversations outranks a fresh conversation save."""
+        c = cols({"reason": Reason.COLD, "tokens": 5000, "hits": 20, "head": 1},
+                 {"reason": Reason.EVICT, "tokens": 9000, "head": 1})  # fmt: skip
+        v = prefill(c)
+        assert v[0] > 10 * v[1]
 
     def test_anchor_above_whole_prompt_cold(self) -> None:
         """A cold anchor (unaligned length) outranks a whole-prompt cold of the same size."""
@@ -107,11 +138,11 @@ class TestPrefillPolicy:
         )
         assert v[0] > v[1]
 
-    def test_small_anchor_above_big_evict_save(self) -> None:
-        """A fresh 533-token anchor outranks a fresh 1.2 GiB evict save per byte."""
-        v = prefill(
-            cols({"reason": Reason.COLD, "tokens": 533}, {"reason": Reason.EVICT, "tokens": 90000})
-        )
+    def test_small_hit_anchor_above_big_once_hit_save(self) -> None:
+        """Spec §6 "small prefixes first": a 533-token anchor hit 16 times
+        outranks a 90k-token save hit once, per byte."""
+        v = prefill(cols({"reason": Reason.COLD, "tokens": 533, "hits": 16},
+                         {"reason": Reason.EVICT, "tokens": 90000, "hits": 1}))  # fmt: skip
         assert v[0] > v[1]
 
     def test_tool_evict_save_is_nearly_dead(self) -> None:
@@ -164,6 +195,8 @@ class TestPrefillPolicy:
         c["tokens"] = np.arange(n) % 90000 + 512
         c["size"] = c["tokens"].astype(np.int64) * 14000 + 24 * MiB
         c["created_at"] = NOW - np.arange(n)
+        c["act"] = np.arange(n) * 1000
+        c["head"] = np.arange(n) % 97
         c["reason"] = np.arange(n) % 5
         start = time.perf_counter()
         v = prefill(c)

@@ -306,16 +306,32 @@ class TestKvgroomdSide:
         assert r.deleted == {"superseded": 3}
         assert r.bytes_deleted_unhit == sum(EngineParams().size(n) for n in (10240, 20480, 30720))
 
-    def test_kvgroomd_keeps_usage_under_its_budget(self) -> None:
-        """With small stores, kvgroomd's limit holds and the engine never evicts by itself."""
+    def test_kvgroomd_keeps_room_for_the_next_store(self) -> None:
+        """Told the engine's budget, kvgroomd keeps the room the next store
+        needs (here: the size of the recent stores), and the engine never
+        evicts by itself."""
         w = workload(
             engine={"budget": "2GiB"},
-            headroom="300MiB",
             sessions=[{"id": "s", "count": 40, "every": "10m", "first": 9000}],
         )
         r = replay(w, DEFAULT)
         assert "engine" not in r.deleted
         assert r.deleted["budget"] > 0
+        assert r.peak_bytes <= 2 << 30
+        limit = r.timeline[5:, 4]  # kvgroomd's limit, once stores of both sizes were seen
+        assert (limit <= (2 << 30) - EngineParams().size(9400)).all()
+        assert (limit >= (2 << 30) - 2 * EngineParams().size(9400)).all()  # and no lower
+
+    def test_a_fixed_headroom_cap_holds(self) -> None:
+        """budget="auto" (the engine's budget minus the workload's headroom, the
+        old recommendation) caps usage too."""
+        w = workload(
+            engine={"budget": "2GiB"},
+            headroom="300MiB",
+            sessions=[{"id": "s", "count": 40, "every": "10m", "first": 9000}],
+        )
+        r = replay(w, GroomParams(budget="auto", engine_budget=False))
+        assert "engine" not in r.deleted
         assert r.peak_bytes <= (2 << 30) - 300 * MiB + EngineParams().size(9400)
 
     def test_default_headroom_fits_a_cold_max_store(self) -> None:
