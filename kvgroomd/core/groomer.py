@@ -450,7 +450,7 @@ class Groomer:
         if limit is None or self.index.total_bytes <= limit:
             return []
         why = ("unlinks failed (see snapshot.unlink_failed)" if self._failed
-               else "the rest is protected (young, agent or unknown reason)")  # fmt: skip
+               else "the rest is protected (agent or unknown reason)")  # fmt: skip
         if why == self._unreachable:
             return []
         self._unreachable = why

@@ -63,7 +63,11 @@ class Plan:
     def turn(self, cid: str, at: float, user: int, reply: int, *, system: str | None = None,
              context: str | None = None, tools: bool = False) -> None:  # fmt: skip
         """One request of conversation `cid` at `at` (its first fixes system,
-        context and tools)."""
+        context and tools). Times are rounded to the microsecond: 15 * 0.2 must
+        be 3 s exactly, so that whole-second header times do not depend on
+        how far from zero the clock is (the simulator's starts at 0, a live
+        run's at the epoch)."""
+        at = round(at, 6)
         c = self.convs.get(cid)
         if c is None:
             c = self.convs[cid] = _Conv(at, user, system, context, tools)
@@ -101,6 +105,7 @@ class Interleaved:
     documents: int | None = 4  # exactly this many new documents (None: doc_share per request)
     doc_tokens: tuple[int, int] = (35_000, 60_000)
     doc_questions: int = 1  # questions per document (later ones at random later requests)
+    doc_system: bool = False  # documents come after the shared system prompt too
     question: tuple[int, int] = (50, 300)  # tokens of a question after the document
     requests: int = 80
     switch: float = 0.8  # chance that a conversation request goes to another conversation
@@ -141,7 +146,7 @@ def interleaved(seed: int = 1, p: Interleaved | None = None,
             doc = ""
         if doc:
             plan.turn(f"q{i}-{doc}", at, rng.randint(*p.question), rng.randint(*p.reply),
-                      context=doc)  # fmt: skip
+                      context=doc, system="agent-sys" if p.doc_system else None)  # fmt: skip
             continue
         if current is None or rng.random() < p.switch:
             current = rng.choice([c for c in tools if c != current])
@@ -188,6 +193,17 @@ def bursty_documents(seed: int, engine: EngineParams | None = None,
             at += interval / 16
     return replace(w, name=f"bursty-documents-s{seed}", texts=texts, sessions=plan.sessions(),
                    description="bursts of 3-6 documents, each asked twice")  # fmt: skip
+
+
+def shared_prompt_documents(seed: int, engine: EngineParams | None = None,
+                            pace: str = "instant") -> Workload:  # fmt: skip
+    """The interleaved workload with its documents asked after the shared
+    system prompt: a one-shot document then shares its first bytes (and the
+    hit anchor) with every conversation, so nothing in its file tells it
+    apart from a conversation's save."""
+    w = interleaved(seed, Interleaved(doc_system=True), engine, pace)
+    return replace(w, name=f"shared-prompt-documents-s{seed}",
+                   description="interleaved agents, documents on the shared prompt")  # fmt: skip
 
 
 def _from_session(s: Session) -> _Conv:
@@ -295,6 +311,7 @@ def fast_pace(seed: int, engine: EngineParams | None = None,
 Generator = Callable[..., Workload]
 ADVERSARIAL: dict[str, Generator] = {
     "bursty-documents": bursty_documents,
+    "shared-prompt-documents": shared_prompt_documents,
     "tiny-anchors": tiny_anchors,
     "idle-resume": idle_resume,
     "hot-anchor-flood": hot_anchor_flood,

@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
     except (WorkloadError, ValueError) as e:
         print(f"kvgroomd simulate: {e}", file=sys.stderr)
         return 2
-    if mine.budget is None:
+    if mine.budget is None and not mine.engine_budget:
         print("kvgroomd simulate: the config sets no budget, so kvgroomd only supersedes "
               "and the engine's own eviction does the rest", file=sys.stderr)  # fmt: skip
     if seeds is not None:

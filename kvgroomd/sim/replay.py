@@ -128,7 +128,7 @@ def replay(
             groomer.advance(at)
             groomer.reconfigure(rules_of(groom, limit(), model.budget), at)
 
-    rows = drive(server, reqs, w.restarts, budgets=not unbounded,
+    rows = drive(server, reqs, w.restarts, budgets=not unbounded, t0=SIM_EPOCH,
                  before_start=None if groomer is None else reload,
                  before_request=None if groomer is None else groomer.tick,
                  usage=lambda: disk.index.total_bytes,
@@ -156,20 +156,23 @@ def drive(server: Server[SegText], reqs: Sequence[Request], restarts: Sequence[R
           budgets: bool = True, before_start: Callable[[float], None] | None = None,
           before_request: Callable[[float], None] | None = None,
           usage: Callable[[], int] | None = None,
-          limit: Callable[[], int | None] | None = None) -> npt.NDArray[np.float64]:  # fmt: skip
+          limit: Callable[[], int | None] | None = None,
+          t0: float = 0.0) -> npt.NDArray[np.float64]:  # fmt: skip
     """Serve `reqs` in order, each once the server is free, with the clean
     restarts (`budgets`: and their budget changes) in between; `before_start`
     runs while the server is down (the operator reloads kvgroomd first),
-    `before_request` before each request (kvgroomd's timers).
-    Returns one row per request: finish time, `usage()` then, tokens saved
-    so far, the engine's budget and kvgroomd's (`limit()`; NaN: none)."""
+    `before_request` before each request (kvgroomd's timers). The workload's
+    time 0 is `t0` on the clocks (the engine's header times, kvgroomd's now).
+    Returns one row per request: finish time (from the workload's 0),
+    `usage()` then, tokens saved so far, the engine's budget and kvgroomd's
+    (`limit()`; NaN: none)."""
     pending = list(restarts)
     model = server.model
 
     def restart(due: float, free: float) -> float:
-        while pending and pending[0].at <= due:
+        while pending and pending[0].at + t0 <= due:
             rs = pending.pop(0)
-            at = max(rs.at, free)
+            at = max(rs.at + t0, free)
             server.shutdown(at)
             if rs.budget is not None and budgets and model.budget is not None:
                 model.budget = rs.budget
@@ -179,15 +182,16 @@ def drive(server: Server[SegText], reqs: Sequence[Request], restarts: Sequence[R
             server.start(free)
         return free
 
-    free = 0.0
+    free = t0
     rows = np.zeros((len(reqs), 5))
     for i, r in enumerate(reqs):
-        free = restart(max(r.at, free), free)
+        arrival = r.at + t0
+        free = restart(max(arrival, free), free)
         if before_request is not None:
-            before_request(max(r.at, free))
-        free = server.serve(r.as_turn(), max(r.at, free))
+            before_request(max(arrival, free))
+        free = server.serve(r.as_turn(), max(arrival, free))
         mine = None if limit is None else limit()
-        rows[i] = (free, usage() if usage is not None else 0, server.saved,
+        rows[i] = (free - t0, usage() if usage is not None else 0, server.saved,
                    math.nan if model.budget is None else model.budget,
                    math.nan if mine is None else mine)  # fmt: skip
     restart(math.inf, free)
@@ -195,6 +199,10 @@ def drive(server: Server[SegText], reqs: Sequence[Request], restarts: Sequence[R
 
 
 BASELINE = GroomParams(label="ds4+supersede", policy="ds4")
+# The simulator's clock starts at a realistic Unix time: the engine reads a
+# header time of 0 as "never used" (no hit decay), which a clock starting at
+# 0 would hit in the first second, and a live run never does.
+SIM_EPOCH = 1_800_000_000.0
 DEFAULT = GroomParams(label="default")
 
 

@@ -90,6 +90,8 @@ class TestAdversarial:
 
     def test_what_each_stresses(self) -> None:
         """The generators do what their names say."""
+        shared = ADVERSARIAL["shared-prompt-documents"](2)
+        assert {s.system for s in shared.sessions} == {"agent-sys"}
         bursty = ADVERSARIAL["bursty-documents"](2)
         assert sum(1 for s in bursty.sessions if s.context) >= 2 * 3 * 3
         tiny = ADVERSARIAL["tiny-anchors"](2)
