@@ -184,10 +184,19 @@ class Config:
             supersede=self.supersede, strict_quant=self.reject_different_quant,
             budget=self.budget, engine_budget=self.engine_budget,
             low_watermark=self.low_watermark, protect_new=self.protect_new, policy=self.policy,
-            policy_params=dict(self.policy_params), dry_run=self.dry_run,
+            policy_params=self._policy_params(), dry_run=self.dry_run,
             orphan_temps=self.orphan_temps, orphan_temp_age=self.orphan_temp_age,
-            stale_format=self.stale_format,
+            stale_format=self.stale_format, cold_max_tokens=self.engine.cold_max_tokens,
         )  # fmt: skip
+
+    def _policy_params(self) -> dict[str, float]:
+        """The policy's parameters; one that mirrors an engine option (the
+        tokens over which a hit consumes a file) follows the `engine:` block
+        unless the policy block sets it."""
+        params = dict(self.policy_params)
+        if "consume_tokens" in POLICIES[self.policy].defaults:
+            params.setdefault("consume_tokens", float(self.engine.cold_max_tokens))
+        return params
 
     def effective(self) -> dict[str, Any]:
         """The config as plain data, for `check-config` and the start-up log."""
@@ -195,7 +204,7 @@ class Config:
         del out["warnings"]
         out["cache_dir"] = str(self.cache_dir)
         out["metrics_textfile"] = str(self.metrics_textfile) if self.metrics_textfile else None
-        out["policy_params"] = {**POLICIES[self.policy].defaults, **self.policy_params}
+        out["policy_params"] = {**POLICIES[self.policy].defaults, **self._policy_params()}
         return out
 
     def with_overrides(self, **changes: Any) -> Config:
@@ -512,6 +521,20 @@ def _entry(r: _Reader, key: str, k: yaml.Node, v: yaml.Node, *, nodes: dict[str,
     return key, parsed
 
 
+# Policy parameters of earlier releases, and what replaced them. Their units
+# changed (wall seconds -> turnovers of the cache's own activity clock), so an
+# old value cannot be carried over: the error says what to write instead.
+RETIRED_PARAMS = {"idle_half_life": "idle_half_turnovers", "hit_half_life": "hit_half_turnovers"}
+
+
+def _retired(key: str, defaults: Mapping[str, float]) -> str:
+    new = RETIRED_PARAMS[key]
+    return (f"was measured in wall-clock time; the policy now measures idleness in turnovers "
+            f"of the cache itself (bytes landed / bytes held), so the same traffic gets the "
+            f"same decisions at any pace. Remove it, or set {new} (default {defaults[new]:g}); "
+            f"docs/policy.md explains the parameters")  # fmt: skip
+
+
 def _policy(r: _Reader, knode: yaml.Node, vnode: yaml.Node) -> tuple[str, dict[str, float]]:
     """`policy: NAME` or `policy: {name: NAME, <param>: value, ...}`."""
     if isinstance(vnode, yaml.ScalarNode):
@@ -528,6 +551,8 @@ def _policy(r: _Reader, knode: yaml.Node, vnode: yaml.Node) -> tuple[str, dict[s
     defaults = POLICIES[str(name)].defaults
     params: dict[str, float] = {}
     for key, (kn, v) in raw.items():
+        if key not in defaults and RETIRED_PARAMS.get(key) in defaults:
+            raise r.error(kn, f"policy.{key}", _retired(key, defaults))
         if key not in defaults:
             known = ", ".join(defaults) or "none"
             raise r.error(kn, f"policy.{key}", f"not a parameter of {shown(name)} (known: {known})")

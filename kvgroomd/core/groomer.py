@@ -74,7 +74,7 @@ class Groomer:
         # The cache's own clock: bytes landed so far. Policies measure a
         # file's idleness in it, so the pace of the traffic does not matter.
         self.activity = 0
-        self.headroom = Headroom()
+        self.headroom = Headroom(consume_tokens=rules.cold_max_tokens)
         self.invalid: dict[str, tuple[tuple[int, int, int] | None, str]] = {}
         self.ledger = Ledger()  # decisions in flight; a dry run's judged versions
         # Activity stamps (act, seen_at) of the files a dry run held: one that
@@ -120,6 +120,7 @@ class Groomer:
         rescan once the dry run is over (they were never deleted)."""
         if rules.policy not in POLICIES:
             raise ValueError(f"unknown policy {rules.policy!r} (known: {', '.join(POLICIES)})")
+        self.headroom.consume_tokens = rules.cold_max_tokens
         if self.rules.dry_run and not rules.dry_run:
             self.ledger.held.clear()
         self.rules = rules

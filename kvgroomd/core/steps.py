@@ -44,13 +44,16 @@ class Rules:
     budget: int | None = None  # a cap on usage, bytes
     engine_budget: int | None = None  # the engine's --kv-disk-space-mb, bytes
     low_watermark: float = 0.9
-    protect_new: float = 120.0
+    protect_new: float = 0.0
     policy: str = DEFAULT_POLICY
     policy_params: Mapping[str, float] = field(default_factory=dict)
     dry_run: bool = False
     orphan_temps: bool = False
     orphan_temp_age: float = 3600.0
     stale_format: bool = False
+    # The engine's --kv-cache-cold-max-tokens: a file above it leaves when it
+    # is hit (consumed), which the headroom must not take for an eviction.
+    cold_max_tokens: int = 30000
 
 
 @dataclass(frozen=True, slots=True)

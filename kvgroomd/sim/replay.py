@@ -77,13 +77,18 @@ def default_headroom(engine: EngineParams) -> int:
 # -- kvgroomd ------------------------------------------------------------------
 
 
-def rules_of(g: GroomParams, limit: int | None, engine: int | None) -> Rules:
+def rules_of(g: GroomParams, limit: int | None, engine: int | None,
+             cold_max_tokens: int) -> Rules:  # fmt: skip
     """The decision core's rules for a run: `limit` the budget cap, `engine`
-    the engine's budget (given to kvgroomd when `g.engine_budget`)."""
+    the engine's budget (given to kvgroomd when `g.engine_budget`), and the
+    engine's cold_max_tokens (as config.Config.rules() passes them)."""
+    params = dict(g.params)
+    if "consume_tokens" in POLICIES[g.policy].defaults:
+        params.setdefault("consume_tokens", float(cold_max_tokens))
     return Rules(supersede=g.supersede, strict_quant=g.reject_different_quant, budget=limit,
                  engine_budget=engine if g.engine_budget else None,
                  low_watermark=g.low_watermark, protect_new=g.protect_new, policy=g.policy,
-                 policy_params=dict(g.params))  # fmt: skip
+                 policy_params=params, cold_max_tokens=cold_max_tokens)  # fmt: skip
 
 
 # -- a run ---------------------------------------------------------------------
@@ -119,14 +124,16 @@ def replay(
             # A configured budget follows a budget change in proportion.
             return groom.budget * model.budget // w.engine.budget
 
-        groomer = SimGroomer(rules_of(groom, limit(), model.budget), disk, latency=groom.latency)
+        cold_max = w.engine.cold_max_tokens
+        groomer = SimGroomer(rules_of(groom, limit(), model.budget, cold_max), disk,
+                             latency=groom.latency)  # fmt: skip
         disk.watcher = groomer
         server.wait = groomer.advance  # kvgroomd acts between the engine's actions
 
     def reload(at: float) -> None:  # the operator reloads kvgroomd before the engine starts
         if groomer is not None and groom is not None:
             groomer.advance(at)
-            groomer.reconfigure(rules_of(groom, limit(), model.budget), at)
+            groomer.reconfigure(rules_of(groom, limit(), model.budget, cold_max), at)
 
     rows = drive(server, reqs, w.restarts, budgets=not unbounded, t0=SIM_EPOCH,
                  before_start=None if groomer is None else reload,

@@ -281,6 +281,25 @@ class TestErrors:
         assert_points_at(msg, 4, "policy.half_life")
         assert "hit_half_turnovers" in msg  # the known parameters are listed
 
+    def test_the_engines_cold_max_tokens_reaches_the_core_and_the_policy(self) -> None:
+        """engine.cold_max_tokens is the core's consume threshold (headroom)
+        and the policy's consume_tokens, unless the policy block sets that."""
+        rules = config("cache_dir: /kv\nengine:\n  cold_max_tokens: 20000\n").rules()
+        assert rules.cold_max_tokens == 20000
+        assert rules.policy_params["consume_tokens"] == 20000
+        own = config("cache_dir: /kv\nengine:\n  cold_max_tokens: 20000\n"
+                     "policy:\n  consume_tokens: 25000\n").rules()  # fmt: skip
+        assert own.policy_params["consume_tokens"] == 25000
+
+    @pytest.mark.parametrize(("old", "new"), [("idle_half_life", "idle_half_turnovers"),
+                                              ("hit_half_life", "hit_half_turnovers")])
+    def test_a_retired_parameter_says_what_replaced_it(self, old: str, new: str) -> None:
+        """A wall-clock half-life of earlier releases is refused with its line,
+        naming the parameter that replaced it and why the value cannot carry over."""
+        msg = error(f"cache_dir: /kv\npolicy:\n  name: prefill\n  {old}: 2d\n")
+        assert_points_at(msg, 4, f"policy.{old}")
+        assert new in msg and "turnovers of the cache" in msg
+
     def test_parameter_of_a_policy_without_parameters(self) -> None:
         """ds4 takes no parameters: any is an error naming it."""
         msg = error("cache_dir: /kv\npolicy:\n  name: ds4\n  hit_half_life: 1d\n")
