@@ -73,6 +73,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--policy", help=f"policy to try (known: {', '.join(POLICIES)})")
     ap.add_argument("--plot", metavar="PNG", help="write disk usage and tokens saved over time")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--compression", type=float, metavar="RATIO",
+                    help="also replay with a compressing engine (snapshots RATIO times "
+                         "smaller, e.g. 2.5) and show what the same budget then holds")  # fmt: skip
     args = ap.parse_args(argv)
     from kvgroomd.config import ConfigError, parse_size  # noqa: PLC0415
 
@@ -93,6 +96,9 @@ def main(argv: list[str]) -> int:
     if mine.budget is None and not mine.engine_budget:
         print("kvgroomd simulate: the config sets no budget, so kvgroomd only supersedes "
               "and the engine's own eviction does the rest", file=sys.stderr)  # fmt: skip
+    if args.compression is not None and not (args.compression >= 1):
+        print("kvgroomd simulate: --compression: a ratio >= 1, e.g. 2.5", file=sys.stderr)
+        return 2
     if seeds is not None:
         if args.json:
             print(json.dumps([s.summary() for s in sweeps], indent=2))
@@ -101,6 +107,8 @@ def main(argv: list[str]) -> int:
         return 0
     report = compare(w, (BASELINE, mine))
     _print(report, w, args.json)
+    if args.compression is not None:
+        _print_compressed(w, mine, report, args.compression, args.json)
     if args.plot:
         from kvgroomd.sim.plot import plot_report  # noqa: PLC0415 - matplotlib only when asked
 
@@ -119,6 +127,33 @@ def _sweep(source: str, seeds: tuple[int, ...], pace: str | None, budget: int | 
         budget = w.engine.budget
     assert budget is not None
     return Sweep(name, budget, seeds, tuple(reports))
+
+
+def _print_compressed(w: Workload, mine: GroomParams, raw: Report, ratio: float,
+                      as_json: bool) -> None:  # fmt: skip
+    """The same workload and budget with a compressing engine, beside `raw`."""
+    engine = replace(w.engine, compression=True, compression_ratio=ratio)
+    packed = compare(replace(w, engine=engine), (BASELINE, mine))
+    if as_json:
+        print(json.dumps({"compression_ratio": ratio,
+                          "runs": [r.summary() for r in packed.runs]}, indent=2))  # fmt: skip
+    else:
+        print()
+        print(format_compression(raw, packed, ratio))
+
+
+def format_compression(raw: Report, packed: Report, ratio: float) -> str:
+    """What the same engine budget holds, raw and compressed, per run."""
+    head = (f"{'run':<26} {'snapshots held':>15} {'tokens from disk':>23} "
+            f"{'share served':>17}")  # fmt: skip
+    lines = [f"with a compressing engine (snapshots {ratio:g}x smaller), the same "
+             f"{raw.budget / (1 << 30):.2f} GiB budget holds:", head, "-" * len(head)]  # fmt: skip
+    for a, b in zip(raw.runs, packed.runs, strict=True):
+        gain = f"{b.tokens_saved / a.tokens_saved:.2f}x" if a.tokens_saved else "-"
+        lines.append(f"{a.label:<26} {a.files_held:>6.1f} -> {b.files_held:<6.1f} "
+                     f"{a.tokens_saved:>9,} -> {b.tokens_saved:<9,} ({gain:>5}) "
+                     f"{a.share:>6.1%} -> {b.share:<6.1%}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _print(report: Report, w: Workload, as_json: bool) -> None:

@@ -58,6 +58,10 @@ class EngineParams:
     # Spec §6: ~22.9 MiB + 13.45 KiB per token for DeepSeek V4 Flash.
     size_base: int = int(22.9 * MiB)
     size_per_token: float = 13.45 * KiB
+    # A compressing engine (format/engine.py): every snapshot this many times
+    # smaller, so the same budget holds that many times more of them.
+    compression: bool = False
+    compression_ratio: float = 2.5
     # Only for timestamps within a request (when each store lands).
     prefill_tps: float = 350.0
     decode_tps: float = 20.0
@@ -87,7 +91,8 @@ def _options(p: EngineParams) -> EngineOptions:
         min_tokens=p.min_tokens, cold_max_tokens=p.cold_max_tokens,
         continued_interval=p.continued_interval, boundary_trim=p.boundary_trim,
         boundary_align=p.boundary_align, snapshot_overhead=p.size_base,
-        token_bytes=p.size_per_token,
+        token_bytes=p.size_per_token, compression=p.compression,
+        compression_ratio=p.compression_ratio,
     )  # fmt: skip
 
 

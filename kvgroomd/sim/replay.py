@@ -138,7 +138,7 @@ def replay(
     rows = drive(server, reqs, w.restarts, budgets=not unbounded, t0=SIM_EPOCH,
                  before_start=None if groomer is None else reload,
                  before_request=None if groomer is None else groomer.tick,
-                 usage=lambda: disk.index.total_bytes,
+                 usage=lambda: disk.index.total_bytes, files=lambda: len(disk.index),
                  limit=None if groomer is None else groomer.core.limit)  # fmt: skip
     if groomer is not None:
         groomer.advance(math.inf)  # the last reactions
@@ -162,7 +162,7 @@ def replay(
 def drive(server: Server[SegText], reqs: Sequence[Request], restarts: Sequence[Restart], *,
           budgets: bool = True, before_start: Callable[[float], None] | None = None,
           before_request: Callable[[float], None] | None = None,
-          usage: Callable[[], int] | None = None,
+          usage: Callable[[], int] | None = None, files: Callable[[], int] | None = None,
           limit: Callable[[], int | None] | None = None,
           t0: float = 0.0) -> npt.NDArray[np.float64]:  # fmt: skip
     """Serve `reqs` in order, each once the server is free, with the clean
@@ -172,7 +172,7 @@ def drive(server: Server[SegText], reqs: Sequence[Request], restarts: Sequence[R
     time 0 is `t0` on the clocks (the engine's header times, kvgroomd's now).
     Returns one row per request: finish time (from the workload's 0),
     `usage()` then, tokens saved so far, the engine's budget and kvgroomd's
-    (`limit()`; NaN: none)."""
+    (`limit()`; NaN: none), and the snapshots on disk (`files()`)."""
     pending = list(restarts)
     model = server.model
 
@@ -190,7 +190,7 @@ def drive(server: Server[SegText], reqs: Sequence[Request], restarts: Sequence[R
         return free
 
     free = t0
-    rows = np.zeros((len(reqs), 5))
+    rows = np.zeros((len(reqs), 6))
     for i, r in enumerate(reqs):
         arrival = r.at + t0
         free = restart(max(arrival, free), free)
@@ -200,7 +200,8 @@ def drive(server: Server[SegText], reqs: Sequence[Request], restarts: Sequence[R
         mine = None if limit is None else limit()
         rows[i] = (free - t0, usage() if usage is not None else 0, server.saved,
                    math.nan if model.budget is None else model.budget,
-                   math.nan if mine is None else mine)  # fmt: skip
+                   math.nan if mine is None else mine,
+                   files() if files is not None else 0)  # fmt: skip
     restart(math.inf, free)
     return rows
 

@@ -50,6 +50,13 @@ class RunReport:
         return self.tokens_saved / self.tokens_prompt if self.tokens_prompt else 0.0
 
     @property
+    def files_held(self) -> float:
+        """Snapshots on disk, on average over the requests: what the budget holds."""
+        if self.timeline.shape[1] < 6 or not len(self.timeline):
+            return 0.0
+        return float(self.timeline[:, 5].mean())
+
+    @property
     def hit_rate(self) -> float:
         """Disk hits per disk lookup (requests that missed the live session)."""
         return self.hits / self.lookups if self.lookups else 0.0
@@ -69,6 +76,7 @@ class RunReport:
             "gib_written": round(self.bytes_written / GiB, 3),
             "gib_deleted_unhit": round(self.bytes_deleted_unhit / GiB, 3),
             "peak_gib": round(self.peak_bytes / GiB, 3),
+            "files_held_mean": round(self.files_held, 1),
             "deleted": dict(self.deleted),
         }
 

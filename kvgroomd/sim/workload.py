@@ -215,6 +215,12 @@ def load_workload(path: Path | str) -> Workload:
 
 
 _TOP = {"name", "description", "engine", "texts", "sessions", "restarts", "headroom", "generate"}
+def _boolean(v: object) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
 _ENGINE = {
     "budget": parse_size,
     "min_tokens": int,
@@ -228,6 +234,8 @@ _ENGINE = {
     "size_per_token": parse_size,
     "prefill_tps": float,
     "decode_tps": float,
+    "compression": _boolean,
+    "compression_ratio": float,
 }
 _SESSION = {
     "id",
