@@ -17,6 +17,7 @@ from kvgroomd.sim.memstore import MemStore
 from kvgroomd.sim.storage import ByteText
 from kvgroomd.testing.engine import Engine
 from tests.integration.conftest import wait_until
+from tests.unit.builders import chat_text
 
 T0 = 1_790_000_000  # the engine's clock: every header says this (ages: days)
 MiB = 1 << 20
@@ -24,13 +25,7 @@ MiB = 1 << 20
 
 def text(seed: str, n: int) -> bytes:
     """A conversation's first n bytes: texts of one seed are prefixes of each other."""
-    turn = f"<｜User｜>{seed} asks question {{i}}?<｜Assistant｜>{seed} answers {{i}}.\n"
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += turn.format(i=i).encode()
-        i += 1
-    return bytes(out[:n])
+    return chat_text(n, seed=seed)
 
 
 @dataclass(frozen=True)
