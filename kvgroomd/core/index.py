@@ -10,6 +10,7 @@ found through a private hash table of row numbers (`_table.py`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -163,13 +164,21 @@ _R, _FLAGS, _HEAD, _COV, _TAIL, _BKEY, _ACT, _SEEN = (_AT[f] for f in (
     "reason", "flags", "head", "covered", "tail", "bkey", "act", "seen_at"))  # fmt: skip
 
 
+# Header's fields in its own order, as positions in a row's tuple (the reason
+# is rebuilt from its code): a header is built positionally, no dict per row.
+_HEADER_ORDER = tuple(f.name for f in dataclasses.fields(Header))[: len(_HEADER_FIELDS) + 1]
+assert set(_HEADER_ORDER) == {"reason", *_HEADER_FIELDS}, _HEADER_ORDER
+_REASON_SLOT = _HEADER_ORDER.index("reason")
+_HEADER_POS = tuple(_AT[f] for f in _HEADER_ORDER if f != "reason")
+
+
 def _snapshot(name: str, v: tuple[Any, ...]) -> Snapshot:
     """A row's values (`np.void.item()`) as a Snapshot, by field position
-    (a start-up's decisions build thousands: no dict per row)."""
-    header = Header(reason=_REASONS[v[_R]],
-                    **dict(zip(_HEADER_FIELDS, (v[i] for i in _HEADER_AT), strict=True)))
+    (a start-up's decisions build thousands of them)."""
+    args = [v[i] for i in _HEADER_POS]
+    args.insert(_REASON_SLOT, _REASONS[v[_R]])
     flags = v[_FLAGS]
-    return Snapshot(name, name[:40].lower(), header, Fingerprint(*(v[i] for i in _FP_AT)),
+    return Snapshot(name, name[:40].lower(), Header(*args), Fingerprint(*(v[i] for i in _FP_AT)),
                     v[_HEAD], v[_COV], v[_TAIL] if flags & TAIL_KNOWN else None,
                     v[_BKEY] if flags & BKEY_KNOWN else None, v[_ACT], v[_SEEN])  # fmt: skip
 

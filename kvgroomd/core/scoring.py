@@ -170,6 +170,10 @@ PREFILL_DEFAULTS: Mapping[str, float] = {
 }
 
 
+_SAVE = np.zeros(256, dtype=bool)  # reason code -> a save of a live session
+_SAVE[[int(Reason.EVICT), int(Reason.SHUTDOWN)]] = True
+
+
 @register("prefill", PREFILL_DEFAULTS, "expected prefill tokens saved per byte (default)")
 def prefill_value(cols: Columns, clock: Clock, p: Mapping[str, float]) -> Values:
     """Expected future hits times tokens saved per hit, per byte held:
@@ -189,25 +193,22 @@ def prefill_value(cols: Columns, clock: Clock, p: Mapping[str, float]) -> Values
     hits = cols["hits"].astype(np.float64)
     recent_hits = hits * np.exp2(-idle / p["hit_half_turnovers"])
     reason = cols["reason"]
-    prior = np.full(len(cols), p["prior_other"])
-    for r, key in (
-        (Reason.COLD, "prior_cold"),
-        (Reason.CONTINUED, "prior_continued"),
-        (Reason.EVICT, "prior_evict"),
-        (Reason.SHUTDOWN, "prior_shutdown"),
-    ):
-        prior[reason == int(r)] = p[key]
+    by_reason = np.full(256, p["prior_other"])  # reason code -> prior: one gather
+    for r, key in ((Reason.COLD, "prior_cold"), (Reason.CONTINUED, "prior_continued"),
+                   (Reason.EVICT, "prior_evict"), (Reason.SHUTDOWN, "prior_shutdown")):  # fmt: skip
+        by_reason[int(r)] = p[key]
+    prior = by_reason[reason]
     tokens = cols["tokens"].astype(np.int64)
     cold = reason == int(Reason.COLD)
     anchor = cold & (tokens % max(int(p["align_tokens"]), 1) != 0)
     prior = np.where(cold & ~anchor, p["prior_continued"], prior)
-    tool_save = ((cols["ext_flags"] & EXT_TOOL_MAP) != 0) & _reason_is(
-        cols, Reason.EVICT, Reason.SHUTDOWN
-    )
+    tool_save = ((cols["ext_flags"] & EXT_TOOL_MAP) != 0) & _SAVE[reason]
     prior = np.where(tool_save, prior * p["tool_factor"], prior)
-    _, family = np.unique(cols["head"], return_inverse=True)
-    family_hits = np.bincount(family.reshape(-1), weights=hits, minlength=1)[family]
-    prior = np.where(family_hits == 0, prior * p["orphan_factor"], prior)
+    # A text family (first 64 bytes) none of whose files served a hit: few
+    # files have hits, so test membership in their heads (no sort of all rows).
+    heads = cols["head"]
+    served = np.isin(heads, heads[hits > 0])
+    prior = np.where(served, prior, prior * p["orphan_factor"])
     expected = (prior + recent_hits) * np.exp2(-idle / p["idle_half_turnovers"])
     expected = np.where(tokens > p["consume_tokens"], np.minimum(expected, 1.0), expected)
     stale = cols["covered"] & ~anchor & (reason != int(Reason.CONTINUED))

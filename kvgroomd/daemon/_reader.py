@@ -81,7 +81,7 @@ class Beside:
         if proc is None or proc.stdout is None:
             return None
         fd = proc.stdout.fileno()
-        chunks = []
+        data = bytearray()  # one growing buffer: no list of chunks joined at the end
         while True:
             tick()
             ready, _, _ = select.select([fd], [], [], TICK_S)
@@ -89,9 +89,8 @@ class Beside:
                 chunk = os.read(fd, 1 << 20)
                 if not chunk:
                     break
-                chunks.append(chunk)
+                data += chunk
         self.proc = None
-        data = b"".join(chunks)
         proc.stdout.close()
         status = proc.wait()
         if self._writer is not None:

@@ -3,8 +3,9 @@
 Shell. One thread does all the work: the watcher's observer thread only
 enqueues events, and signal handlers only set a flag and enqueue a wake-up,
 so there is no locking anywhere. The loop sleeps in a blocking queue read
-until the next event or timer (reconcile, systemd watchdog, observer health),
-so an idle daemon uses next to no CPU.
+until the next event or timer (reconcile, systemd watchdog, a retry), so an
+idle daemon uses no CPU; the observer's thread reports its own end as an
+event, so nothing polls it.
 
 Start-up order matters: the observer starts *before* the scan, so a snapshot
 landing during the scan is either seen by the scan or queued as an event.
@@ -50,7 +51,6 @@ from kvgroomd.daemon.pinned import (
 from kvgroomd.daemon.watch import DirGone, EventQueue, Gone, Landed, Lost, Wake, Watcher
 
 DIR_RETRY_S = 1.0  # how often to look for a missing cache dir
-HEALTH_CHECK_S = 5.0  # backstop poll of the observer's threads (a handler death is an event)
 OBSERVER_FAILURES = 5  # this many observer deaths or failed starts ...
 OBSERVER_WINDOW_S = 300.0  # ... within this window: give up, exit 1
 START_EXTEND_S = 30.0  # a start-up scan still making progress asks for this much more time
@@ -98,13 +98,12 @@ class Daemon:
         self._ready_logged = False
         self._scanned = False  # the first full scan (quiet, recovers held files) is done
         self._starting = False
-        # reconcile: the next rescan; health: the observer's backstop check;
-        # ping: WATCHDOG=1; watch: the next try to pin and watch; retry: a
-        # rescan after a directory error; budget: over the limit with young
-        # files, look again; extend: EXTEND_TIMEOUT_USEC during the start-up.
+        # reconcile: the next rescan; ping: WATCHDOG=1; watch: the next try to
+        # pin and watch; retry: a rescan after a directory error; budget: over
+        # the limit, look again; extend: EXTEND_TIMEOUT_USEC during start-up.
+        # (No timer polls the observer: its thread reports its own end.)
         self.timers = Timers(mono)
         self.timers.start("reconcile")
-        self.timers.start("health")
         if self.notifier.watchdog_interval:
             self.timers.start("ping")
         self._last_status: str | None = None
@@ -347,7 +346,6 @@ class Daemon:
     def _check_watcher(self) -> bool:
         """Restart a dead observer (and rescan); False when it keeps failing."""
         now = self.mono()
-        self.timers.start("health", HEALTH_CHECK_S)
         if self.state is DirState.WATCHING and self.watcher.alive():
             return True
         if self.state is DirState.WATCHING:  # it was running and died: say why, count it
@@ -392,10 +390,12 @@ class Daemon:
         self._budget_check()
 
     def _budget_check(self) -> None:
-        """Still over the limit (young files are protected for a while): look
-        again in a quarter of protect_new rather than at the next rescan."""
+        """Still over the limit while young files count for more (protect_new):
+        look again in a quarter of protect_new rather than at the next rescan.
+        Without protect_new time changes nothing, so nothing is polled."""
         limit = self.groomer.core.limit()
-        if limit is not None and self.groomer.core.usage > limit:
+        young = self.config.protect_new > 0
+        if young and limit is not None and self.groomer.core.usage > limit:
             self.timers.start("budget", max(self.config.protect_new / 4, 1.0))
         else:
             self.timers.cancel("budget")

@@ -257,7 +257,8 @@ class Watcher:
                         self.out.put(DirGone("mount table changed"))
                     elif fd == self._fd:
                         self._read()
-        except Exception as e:  # reported on the queue; then the thread ends
+        except BaseException as e:  # any end but stop(): reported on the queue, so the
+            # daemon learns of it at once and needs no timer polling the thread
             self.failure = ObserverDied(f"{type(e).__name__}: {e}", traceback.format_exc())
             self.out.put(self.failure)
 
