@@ -137,6 +137,21 @@ def format_size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+TRACE_MAX_SIZE = 256 * 2**20  # all of a trace's files together, by default
+TRACE_SEGMENTS = 4  # files a trace rotates through (the current one included)
+TRACE_DEFAULT_PATH = Path("trace.jsonl")  # `trace: true`: in the state directory
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSettings:
+    """The `trace:` block: where the daemon records the cache's activity
+    (daemon/trace.py) and how much of it it keeps."""
+
+    path: Path  # a relative path is under kvgroomd's state directory ($STATE_DIRECTORY)
+    max_size: int = TRACE_MAX_SIZE  # bytes, every segment together
+    segments: int = TRACE_SEGMENTS  # path, path.1, ..., path.<segments - 1>
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything kvgroomd can be told. See config.example.yaml."""
@@ -164,6 +179,7 @@ class Config:
     stale_format: bool = False
     metrics_textfile: Path | None = None
     metrics_listen: str | None = None  # "127.0.0.1:9101"
+    trace: TraceSettings | None = None  # the activity trace; None: off
     # What the file says that still works but should change (a moved key):
     # check-config prints these, the daemon logs them at start.
     warnings: tuple[str, ...] = ()
@@ -187,6 +203,7 @@ class Config:
             policy_params=self._policy_params(), dry_run=self.dry_run,
             orphan_temps=self.orphan_temps, orphan_temp_age=self.orphan_temp_age,
             stale_format=self.stale_format, cold_max_tokens=self.engine.cold_max_tokens,
+            prefixes=self.trace is not None,
         )  # fmt: skip
 
     def _policy_params(self) -> dict[str, float]:
@@ -204,6 +221,8 @@ class Config:
         del out["warnings"]
         out["cache_dir"] = str(self.cache_dir)
         out["metrics_textfile"] = str(self.metrics_textfile) if self.metrics_textfile else None
+        if self.trace is not None:
+            out["trace"] = {**out["trace"], "path": str(self.trace.path)}
         out["policy_params"] = {**POLICIES[self.policy].defaults, **self._policy_params()}
         return out
 
@@ -467,10 +486,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     engine: dict[str, Any] = {}
     nodes: dict[str, yaml.Node] = {}  # key -> its value's node, for errors across keys
     warnings: list[str] = []
-    policy_node: tuple[yaml.Node, yaml.Node] | None = None
+    special: dict[str, tuple[yaml.Node, yaml.Node]] = {}  # policy:, trace: (their own shapes)
     for name, knode, vnode in r.mapping(root, ""):
-        if name == "policy":
-            policy_node = (knode, vnode)
+        if name in ("policy", "trace"):
+            special[name] = (knode, vnode)
             continue
         pairs = (
             [(f"{name}.{sub}", k, v) for sub, k, v in r.mapping(vnode, name)]
@@ -485,8 +504,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
                 values[_FIELDS[key][0]] = parsed
     if "cache_dir" not in values:
         raise r.error(root, "cache_dir", "required: the ds4 --kv-disk-dir to groom")
-    if policy_node:
-        values["policy"], values["policy_params"] = _policy(r, *policy_node)
+    if "policy" in special:
+        values["policy"], values["policy_params"] = _policy(r, *special["policy"])
+    if "trace" in special:
+        values["trace"] = _trace(r, special["trace"][1], values["cache_dir"])
     layout = engine.get("layout", DETECT)
     if engine.get("compression") and layout not in (DETECT, *COMPRESSING_LAYOUTS):
         raise r.error(nodes["engine.compression"], "engine.compression",
@@ -510,7 +531,7 @@ def _entry(r: _Reader, key: str, k: yaml.Node, v: yaml.Node, *, nodes: dict[str,
         old = next(o for o, n in _MOVED.items() if n == key)
         raise r.error(k, key, f"given twice: as {old} and as {key}")
     if key not in _FIELDS:
-        known = ", ".join(sorted({*(_FIELDS), "policy"}))
+        known = ", ".join(sorted({*(_FIELDS), "policy", "trace"}))
         raise r.error(k, key, f"unknown key (known: {known})")
     raw = r.value(v, key)
     try:
@@ -564,6 +585,118 @@ def _policy(r: _Reader, knode: yaml.Node, vnode: yaml.Node) -> tuple[str, dict[s
     return str(name), params
 
 
+def _trace(r: _Reader, node: yaml.Node, cache_dir: Path) -> TraceSettings | None:
+    """`trace: PATH`, `trace: true` (trace.jsonl in the state directory),
+    `trace: false`/null (off), or `trace: {path: PATH, max_size: SIZE, segments: N}`.
+    Never inside the cache directory."""
+    settings = _trace_settings(r, node)
+    if settings is not None and (why := trace_inside(settings.path, cache_dir)):
+        key = "trace"
+        if isinstance(node, yaml.MappingNode):
+            key, node = "trace.path", next((v for k, v in node.value if k.value == "path"), node)
+        raise r.error(node, key, why)
+    return settings
+
+
+def _trace_settings(r: _Reader, node: yaml.Node) -> TraceSettings | None:
+    if isinstance(node, yaml.ScalarNode):
+        v = r.value(node, "trace")
+        if v is None or v is False:
+            return None
+        if v is True:
+            return TraceSettings(TRACE_DEFAULT_PATH)
+        try:
+            return TraceSettings(_path(v))
+        except ValueError as e:
+            raise r.error(node, "trace", f"{e} (or true, or a block with path:)") from None
+    settings: dict[str, Any] = {}
+    parsers: dict[str, Callable[[object], Any]] = {
+        "path": _optional(_path), "max_size": _trace_size, "segments": _segments}  # fmt: skip
+    for key, k, v in r.mapping(node, "trace"):
+        if key not in parsers:
+            raise r.error(k, f"trace.{key}", f"unknown key (known: {', '.join(parsers)})")
+        try:
+            settings[key] = parsers[key](r.value(v, f"trace.{key}"))
+        except ValueError as e:
+            raise r.error(v, f"trace.{key}", str(e)) from None
+    if "path" not in settings:
+        raise r.error(node, "trace.path", "required in a trace: block (e.g. trace.jsonl, "
+                      "which goes in kvgroomd's state directory; null: no trace)")  # fmt: skip
+    return None if settings["path"] is None else TraceSettings(**settings)
+
+
+def _trace_size(v: object) -> int:
+    n = parse_size(v)
+    if n < 2**20:
+        raise ValueError("at least 1MiB: a trace's files start with the whole directory's state")
+    return n
+
+
+def _segments(v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 100:
+        raise ValueError(f"expected a whole number of files from 2 to 100, got {shown(v)}")
+    return v
+
+
+def trace_inside(trace: Path, cache_dir: Path) -> str | None:
+    """Why a trace cannot be written at `trace` (inside the cache directory,
+    among the engine's files), or None. A relative trace path is under the
+    state directory, checked when the daemon opens it (daemon/trace.py)."""
+    if not trace.is_absolute():
+        return None
+    forms = {os.path.normpath(trace)}
+    with contextlib.suppress(OSError, ValueError):
+        forms.add(os.path.realpath(trace))
+    dirs = {os.path.normpath(cache_dir)}
+    with contextlib.suppress(OSError, ValueError):
+        dirs.add(os.path.realpath(cache_dir))
+    for t in forms:
+        for d in dirs:
+            if t == d or t.startswith(d.rstrip("/") + "/"):
+                return (f"{trace} is inside cache_dir {cache_dir}: kvgroomd writes nothing "
+                        "among the engine's files; give a path in its state directory (a "
+                        "relative path such as trace.jsonl goes there)")  # fmt: skip
+    return None
+
+
+def with_setting(config: Config, key: str, raw: str) -> Config:
+    """`config` with one key set as the config file would set it (`kvgroomd
+    simulate --set KEY=VALUE`): `budget`, `engine_budget`, `policy`,
+    `policy.<param>`, `engine.<flag>`, `low_watermark`, ... Raises
+    ConfigError naming the key."""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    try:
+        if key in ("policy", "policy.name"):
+            if value not in POLICIES:
+                raise ValueError(f"unknown policy {shown(value)} (known: {', '.join(POLICIES)})")
+            same = value == config.policy
+            return replace(config, policy=str(value),
+                           policy_params=config.policy_params if same else {})  # fmt: skip
+        if key.startswith("policy."):
+            param = key.removeprefix("policy.")
+            defaults = POLICIES[config.policy].defaults
+            if param not in defaults:
+                known = ", ".join(defaults) or "none"
+                raise ValueError(f"not a parameter of {config.policy!r} (known: {known})")
+            return replace(config, policy_params={**config.policy_params,
+                                                  param: parse_duration(value)})  # fmt: skip
+        if key not in _FIELDS or key in ("cache_dir", "log.format", "log.level"):
+            raise ValueError("not a key a replay can change (budget, engine_budget, policy, "
+                             "policy.<param>, engine.<flag>, low_watermark, protect_new, "
+                             "supersede, reconcile_interval, dry_run)")  # fmt: skip
+        name, parse = _FIELDS[key]
+        parsed = parse(value)
+        if name.startswith("engine."):
+            return replace(config, engine=replace(config.engine,
+                                                  **{name.removeprefix("engine."): parsed}))
+        return replace(config, **{name: parsed})
+    except ValueError as e:
+        raise ConfigError(f"--set {key}={raw}: {e}") from None
+
+
 def read_config_text(path: Path) -> str:
     """A config file's text: a regular file of at most MAX_FILE_BYTES, opened
     without blocking (a FIFO or a device named as the config must not hang a
@@ -607,6 +740,8 @@ def check_values(config: Config) -> Config:
     if config.budget == 0:
         raise ConfigError("--budget: 0 bytes would evict every snapshot; leave it out for "
                           "no budget eviction")  # fmt: skip
+    if config.trace is not None and (why := trace_inside(config.trace.path, config.cache_dir)):
+        raise ConfigError(f"trace.path: {why}")
     return config
 
 

@@ -141,7 +141,7 @@ class Groomer:
         change, snap = self._put(snap, now, step)
         if change in (Change.ADDED, Change.REPLACED):
             self.headroom.landed(snap.size)
-            if self.rules.supersede:
+            if self.rules.supersede or self.rules.prefixes:
                 step += self._supersede_by(snap, texts, now)
         if budget:
             step += self._budget(now)
@@ -176,7 +176,9 @@ class Groomer:
             self.headroom.gone(old.size, old.header.tokens)  # the engine evicted it (or consumed)
             step.notes.append(Note(events.REMOVED, "info", {
                 "name": name, "sha": old.sha, "reason": old.header.reason.label,
-                "size": old.size, "dir_bytes": self.usage}))  # fmt: skip
+                "tokens": old.header.tokens, "text_bytes": old.header.text_bytes,
+                "size": old.size,
+                "dir_bytes": self.usage}))  # fmt: skip
         return step
 
     def tick(self, now: float) -> Step:
@@ -218,7 +220,7 @@ class Groomer:
             orphan_age=self.rules.orphan_temp_age, stale=self.rules.stale_format))  # fmt: skip
         # Nothing added, replaced or removed since the last sweep: it would
         # find nothing new (and would read every text's head to know).
-        if self.rules.supersede and self.index.generation != self._swept:
+        if (self.rules.supersede or self.rules.prefixes) and self.index.generation != self._swept:
             # The probes of what was just read name rows: complete when the
             # index held nothing else, and valid while no row has moved.
             complete = fresh and self.index.generation == valid_at
@@ -233,6 +235,12 @@ class Groomer:
         the heads of the indexed texts are read again to get them."""
         index = self.index
         pairs_n, pairs_o = self.prefix_pairs(texts, probes)
+        step = Step()
+        if self.rules.prefixes:
+            step.notes += self._extends_notes(pairs_n, pairs_o)
+        if not self.rules.supersede:
+            self._swept = index.generation
+            return step
         cols = index.columns()
         # Covered flags go on before any decision moves a row; a file whose
         # longer twin is superseded stays covered by what superseded the twin
@@ -241,7 +249,6 @@ class Groomer:
         covered[pairs_o] = True
         index.set_column("covered", np.arange(len(index)), covered)
         go = superseding(cols, pairs_n, pairs_o)
-        step = Step()
         if go.any():
             # Longest N first, as the pairs come; each O goes once, naming the
             # longest file that supersedes it.
@@ -334,7 +341,8 @@ class Groomer:
         return {"name": s.name, "sha": s.sha, "reason": h.reason.label, "tokens": h.tokens,
                 "hits": h.hits, "size": s.size, "model_id": h.model_id,
                 "quant_bits": h.quant_bits, "ctx_size": h.ctx_size, "abi": h.abi,
-                "dir_bytes": self.usage}  # fmt: skip
+                "text_bytes": h.text_bytes, "created_at": h.created_at,
+                "last_used": h.last_used, "dir_bytes": self.usage}  # fmt: skip
 
     def _index_loaded(self, loaded: Loaded, now: float, *, quiet: bool,
                       step: Step) -> tuple[Probes, int]:  # fmt: skip
@@ -412,10 +420,26 @@ class Groomer:
         cols = self.index.columns()
         proven = prove(cols, np.array([row]), np.array([0, len(cands)]), cands, [text])
         covered = cands[proven]
+        if self.rules.prefixes and len(covered):
+            step.notes += self._extends_notes(np.full(len(covered), row), covered)
+        if not self.rules.supersede:
+            return step
         self.index.set_column("covered", covered, True)
         go = covered[superseding(cols, np.full(len(covered), row), covered)]
         step.decisions += self._decide(go, np.full(len(go), row), now)
         return step
+
+    def _extends_notes(self, n_rows: Rows, o_rows: Rows) -> list[Note]:
+        """One EXTENDS note per N of proven (N, O) pairs (grouped by N, as
+        they come): N's text strictly extends each O's."""
+        if not len(n_rows):
+            return []
+        starts = np.flatnonzero(np.concatenate(([True], n_rows[1:] != n_rows[:-1])))
+        ends = np.append(starts[1:], len(n_rows))
+        n_names = self.index.names_at(n_rows[starts])
+        o_names = self.index.names_at(o_rows)
+        return [Note(events.EXTENDS, "debug", {"name": n, "extends": o_names[a:b]})
+                for n, a, b in zip(n_names, starts.tolist(), ends.tolist(), strict=True)]
 
     def _decide(self, olds: Rows, by: Rows, now: float) -> list[Decision]:
         """Supersession decisions for rows `olds`, each superseded by row `by[i]`."""

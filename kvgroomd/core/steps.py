@@ -54,6 +54,9 @@ class Rules:
     # The engine's --kv-cache-cold-max-tokens: a file above it leaves when it
     # is hit (consumed), which the headroom must not take for an eviction.
     cold_max_tokens: int = 30000
+    # Note every prefix relation proven (events.EXTENDS), with or without
+    # supersession: the activity trace records them (daemon/trace.py).
+    prefixes: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +40,9 @@ from kvgroomd.daemon.read import (
 from kvgroomd.daemon.scan import scan_temps
 from kvgroomd.format.layouts import Reading
 from kvgroomd.format.names import SnapshotName, classify, is_snapshot_name
+
+if TYPE_CHECKING:
+    from kvgroomd.daemon.trace import Recorder
 
 _LOAD_PART = 16384  # files read, parsed and indexed at a time (bounds the peak memory)
 _FORK_AT = 20_000  # new files from which a second process reads half of them
@@ -144,9 +147,12 @@ class DiskGroomer:
 
     def __init__(self, config: Config, log: Any,
                  should_stop: Callable[[], bool] = lambda: False,
-                 directory: PinnedDir | None = None) -> None:  # fmt: skip
+                 directory: PinnedDir | None = None,
+                 trace: Recorder | None = None) -> None:  # fmt: skip
         """`directory`: the pinned cache directory (the daemon's, which it
-        re-pins); None pins `config.cache_dir` here (one pass, tests)."""
+        re-pins); None pins `config.cache_dir` here (one pass, tests).
+        `trace`: the activity trace (daemon/trace.py), fed every note,
+        decision and outcome."""
         self.config = config
         if directory is None:
             directory = PinnedDir(config.cache_dir)
@@ -158,6 +164,9 @@ class DiskGroomer:
         self.should_stop = should_stop
         self.texts = FileTexts(self.directory, self._tick, config.reading)
         self._now = 0.0  # the `now` of the event being handled (a re-read is part of it)
+        self.trace = trace
+        if trace is not None:
+            trace.attach(self.core, self.texts)
         memory.tune()
 
     @property
@@ -175,6 +184,8 @@ class DiskGroomer:
         self.config = config
         self.core.reconfigure(config.rules())
         self.texts.reading = config.reading
+        if self.trace is not None:
+            self.trace.reloaded(config)
 
     # -- events -----------------------------------------------------------------
 
@@ -211,6 +222,8 @@ class DiskGroomer:
         step, repairs = self.core.rescanned(d, loaded, self.texts, now, temps=temps,
                                             quiet=startup, listed=names)  # fmt: skip
         del loaded, names
+        if startup and self.trace is not None:
+            self.trace.present(step.decisions)  # what was there before anything is decided
         self.run(step)
         if not startup:
             self.totals.repairs += repairs.total
@@ -245,6 +258,8 @@ class DiskGroomer:
             except BaseException:  # Stopped, or Unpinned: the rest were never carried out
                 self.core.abandon(decisions[i:])
                 raise
+            if self.trace is not None:
+                self.trace.decided(d, outcome.result)
             for note in self.core.settle(d, outcome.result):
                 self._log(note)
             if outcome.result is Result.UNLINKED:
@@ -272,6 +287,8 @@ class DiskGroomer:
         return self.core.landed(got, self.texts, now, budget=budget)
 
     def _log(self, note: Note) -> None:
+        if self.trace is not None:
+            self.trace.note(note)
         fields = dict(note.fields)
         name = fields.pop("name", None)
         if name is not None:

@@ -48,6 +48,7 @@ from kvgroomd.daemon.pinned import (
     is_missing,
     warn_if_unusual,
 )
+from kvgroomd.daemon.trace import open_trace
 from kvgroomd.daemon.watch import DirGone, EventQueue, Gone, Landed, Lost, Wake, Watcher
 
 DIR_RETRY_S = 1.0  # how often to look for a missing cache dir
@@ -84,7 +85,9 @@ class Daemon:
         self.notifier = Notifier()
         # Pinned once the directory exists; every file operation goes through it.
         self.directory = PinnedDir(config.cache_dir)
-        self.groomer = DiskGroomer(config, log, should_stop=self._tick, directory=self.directory)
+        self.trace = open_trace(config, log, clock=clock, mono=mono)  # off unless `trace:`
+        self.groomer = DiskGroomer(config, log, should_stop=self._tick, directory=self.directory,
+                                   trace=self.trace)  # fmt: skip
         self._fatal_status = 1  # exit status when a start or re-pin fails for good
         self.watcher = Watcher(self.directory, self.queue)
         self.metrics = metrics_for(config, log)  # changes need a restart, not a reload
@@ -156,6 +159,8 @@ class Daemon:
             self.watcher.close()
             self.directory.unpin()
             self.metrics.close()
+            if self.trace is not None:
+                self.trace.close()
             self.log.info(events.STOPPED, exit_status=status,
                           unlinked=sum(self.groomer.totals.unlinked.values()),
                           freed=sum(self.groomer.totals.freed.values()))  # fmt: skip
@@ -283,6 +288,7 @@ class Daemon:
                     self.groomer.tick(self.clock())
                     self._budget_check()
                 self._publish_status()
+                self._flush_trace()
             except Stopped:
                 break
             except Unpinned as e:  # the deleter found the directory moved or swapped
@@ -291,6 +297,17 @@ class Daemon:
                 self._dir_error(e)
             self._ping_if_due()
         return 0
+
+    def _flush_trace(self) -> None:
+        """Write the trace's buffer when due, and wake up when the rest is."""
+        if self.trace is None:
+            return
+        self.trace.flush_if_due()
+        at = self.trace.flush_at()
+        if at is None:
+            self.timers.cancel("trace")
+        else:
+            self.timers.start("trace", max(0.0, at - self.mono()))
 
     def _dir_error(self, e: OSError) -> None:
         self.log.error(events.DIR_ERROR, cache_dir=str(self.config.cache_dir),
@@ -445,6 +462,13 @@ class Daemon:
         self.metrics.config_loaded(True, self.clock())
         old = self.config.effective()
         changed = {k: v for k, v in new.effective().items() if old.get(k) != v}
+        if new.trace != self.config.trace:  # on, off or elsewhere: a new recorder
+            if self.trace is not None:
+                self.trace.close()
+            self.trace = self.groomer.trace = open_trace(new, self.log, clock=self.clock,
+                                                         mono=self.mono)  # fmt: skip
+            if self.trace is not None:
+                self.trace.attach(self.groomer.core, self.groomer.texts)
         self.config = new
         self.groomer.reconfigure(new)
         events.configure(new.log_format, new.log_level)

@@ -61,7 +61,13 @@ def main(argv: list[str]) -> int:
     configured (default) policy; with --seeds, many seeds of a generated
     workload with the engine alone, unbounded and the configured policy,
     summarised per engine budget (mean and worst seed)."""
-    ap = argparse.ArgumentParser(prog="kvgroomd simulate", description=main.__doc__)
+    if any(a == "--trace" or a.startswith("--trace=") for a in argv):
+        from kvgroomd.sim import tracecli  # noqa: PLC0415 - replay of a recorded trace
+
+        return tracecli.main(argv)
+    ap = argparse.ArgumentParser(prog="kvgroomd simulate", description=main.__doc__,
+                                 epilog="kvgroomd simulate --trace FILE --help: replay "
+                                 "traffic the daemon recorded (trace: in its config)")  # fmt: skip
     ap.add_argument("workload",
                     help=f"workload YAML (see scenarios/) or one of: {', '.join(KINDS)}")
     ap.add_argument("--config", help="kvgroomd config: policy, parameters, budget, ...")
