@@ -191,24 +191,34 @@ class Groomer:
         return drift(self.index, self.ledger.held_in(listing))
 
     def rescanned(
-        self, d: Drift, loaded: Loaded, texts: Texts, now: float, *,
+        self, d: Drift, loaded: Loaded | list[Loaded], texts: Texts, now: float, *,
         temps: tuple[TempFile, ...] = (), quiet: bool = False,
         listed: npt.NDArray[np.bytes_] | None = None,
     ) -> tuple[Step, Repairs]:  # fmt: skip
         """Repair what a listing found (`d`; `loaded` is what was read of its
-        added and changed names), then apply every rule across the directory:
-        leak cleanup, a supersession sweep, the budget. `quiet`: no note per
-        file added (a start-up scan). `listed`: every snapshot name listed,
-        to forget invalid files that are gone."""
+        added and changed names, in one or several parts, which the core
+        consumes), then apply every rule across the directory: leak cleanup,
+        a supersession sweep, the budget. `quiet`: no note per file added (a
+        start-up scan). `listed`: every snapshot name listed, to forget
+        invalid files that are gone."""
         step = Step()
         fresh = len(self.index) == 0
         for name in d.gone:
             step += self.gone(name)
-        for name in loaded.gone:
-            step += self.gone(name)
-        for bad in loaded.invalid:
-            step += self.invalid_file(bad)
-        probes, valid_at = self._index_loaded(loaded, now, quiet=quiet, step=step)
+        parts = [loaded] if isinstance(loaded, Loaded) else loaded
+        del loaded
+        base, found = len(self.index), []
+        while parts:  # part by part: each one's buffers go before the next is indexed
+            part = parts.pop(0)
+            for name in part.gone:
+                step += self.gone(name)
+            for bad in part.invalid:
+                step += self.invalid_file(bad)
+            found.append(self._index_loaded(part, now, step=step))
+            del part
+        self._stamp_new(base, now, quiet=quiet, step=step)
+        probes = _joined(found)
+        valid_at = self.index.generation
         if listed is not None and self.invalid:
             names = {n.decode() for n in listed.tolist()}
             for name in [n for n in self.invalid if n not in names]:
@@ -344,11 +354,10 @@ class Groomer:
                 "text_bytes": h.text_bytes, "created_at": h.created_at,
                 "last_used": h.last_used, "dir_bytes": self.usage}  # fmt: skip
 
-    def _index_loaded(self, loaded: Loaded, now: float, *, quiet: bool,
-                      step: Step) -> tuple[Probes, int]:  # fmt: skip
-        """Put what a bulk read found into the index. Returns the prefix
-        probes of the rows appended (index rows, keys) and the index
-        generation they are valid at."""
+    def _index_loaded(self, loaded: Loaded, now: float, *, step: Step) -> Probes:
+        """Put what a bulk read found into the index (known names one by one,
+        new ones appended). Returns the prefix probes of the rows appended
+        (index rows, keys). `loaded`'s arrays are the core's to reuse."""
         rows, names = loaded.rows, loaded.names
         take = self.ledger.not_held(rows, names)  # dry run: a judged version stays out
         new = take & (self.index.rows_of(names) < 0) if len(self.index) else take
@@ -359,36 +368,46 @@ class Groomer:
             for b in names[fresh].tolist():
                 self.invalid.pop(b.decode(), None)
         base = len(self.index)
-        added = rows[fresh].copy()
-        # Stamps in the order the files were last used, as if they had landed
-        # so: the activity clock of a directory kvgroomd did not watch.
-        last = np.where(added["last_used"] > 0, added["last_used"], added["created_at"])
-        order = np.lexsort((added["created_at"], last))
-        stamps = np.empty(len(added), dtype=np.uint64)
-        stamps[order] = self.activity + np.cumsum(added["size"][order].astype(np.int64))
-        added["act"] = stamps
-        added["seen_at"] = int(now)
-        self.activity += int(added["size"].sum())
-        if self._held_stamps:  # files a dry run held out come back where they were
-            for j, b in enumerate(names[fresh].tolist()):
-                kept = self._held_stamps.pop(b.decode(), None)
-                if kept is not None:
-                    added["act"][j], added["seen_at"][j] = kept
-        self.headroom.seed(added["size"][order][-HEADROOM_SEED:].tolist())
-        self.index.put_many(added, names[fresh])
-        for created in added["created_at"][added["created_at"] > now + SKEW_S][:1].tolist():
-            self._note_skew(created, now, step)
-        if not quiet:
-            for k in range(len(fresh)):
-                s = self.index.at(base + k)
-                step.notes.append(Note(events.ADDED, "info", self._fields(s)))
-        if len(fresh) == len(rows):  # all of them (a start-up): no gather over the probes
-            return (base + loaded.probe_rows, loaded.probe_keys), self.index.generation
+        everything = len(fresh) == len(rows)
+        self.index.put_many(rows if everything else rows[fresh], names[fresh])
+        if everything:  # all of them (a start-up): no gather over the probes
+            loaded.probe_rows += base
+            return loaded.probe_rows, loaded.probe_keys
         where = np.full(len(rows), -1, dtype=np.intp)
         where[fresh] = base + np.arange(len(fresh))
         at = where[loaded.probe_rows]
         keep = at >= 0
-        return (at[keep], loaded.probe_keys[keep]), self.index.generation
+        return at[keep], loaded.probe_keys[keep]
+
+    def _stamp_new(self, base: int, now: float, *, quiet: bool, step: Step) -> None:
+        """Activity stamps of the rows appended from `base` on, in the order
+        the files were last used, as if they had landed so: the activity clock
+        of a directory kvgroomd did not watch. Files a dry run held out come
+        back where they were."""
+        rows = np.arange(base, len(self.index))
+        if not len(rows):
+            return
+        added = self.index.columns()[base:]
+        last = np.where(added["last_used"] > 0, added["last_used"], added["created_at"])
+        order = np.lexsort((added["created_at"], last))
+        stamps = np.empty(len(added), dtype=np.uint64)
+        stamps[order] = self.activity + np.cumsum(added["size"][order].astype(np.int64))
+        self.activity += int(added["size"].sum())
+        self.index.set_column("act", rows, stamps)
+        self.index.set_column("seen_at", rows, int(now))
+        if self._held_stamps:
+            for j, name in enumerate(self.index.names_at(rows)):
+                kept = self._held_stamps.pop(name, None)
+                if kept is not None:
+                    self.index.set_column("act", rows[j : j + 1], kept[0])
+                    self.index.set_column("seen_at", rows[j : j + 1], kept[1])
+        added = self.index.columns()[base:]
+        self.headroom.seed(added["size"][order][-HEADROOM_SEED:].tolist())
+        for created in added["created_at"][added["created_at"] > now + SKEW_S][:1].tolist():
+            self._note_skew(created, now, step)
+        if not quiet:
+            for r in rows.tolist():
+                step.notes.append(Note(events.ADDED, "info", self._fields(self.index.at(r))))
 
     def _probes(self, texts: Texts) -> Probes:
         """Prefix probes of every indexed chain snapshot, from a fresh read of
@@ -482,3 +501,11 @@ class Groomer:
         return [Note(events.BUDGET_UNREACHABLE, "warning", {
             "dir_bytes": self.index.total_bytes, "budget": limit, "why": why})]  # fmt: skip
 
+
+def _joined(found: list[Probes]) -> Probes:
+    """The probes of several parts as one (index rows, keys) pair."""
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint32)
+    return (np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]))

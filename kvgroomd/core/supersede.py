@@ -132,6 +132,7 @@ def superseding(cols: Columns, n_of: npt.NDArray[np.intp],
 # (index row, probe key) pairs; keys compare on their low 32 bits
 Probes = tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.unsignedinteger[Any]]]
 _LOW32 = np.uint64(0xFFFFFFFF)
+_PROBE_SLICE = 1 << 18  # probes filtered at a time by sweep_pairs_flat
 
 
 def prefixes_of(text: bytes, sha: bytes, lengths: Sequence[int],
@@ -230,15 +231,22 @@ def sweep_pairs_flat(index: Index, probes: Probes, *,
     by_key = np.argsort(cols["bkey"][o_rows] & _LOW32, kind="stable")
     o_rows = o_rows[by_key]
     o_keys = (cols["bkey"][o_rows] & _LOW32).astype(np.uint32)
-    p_rows, p_keys = probes
     # Most probes match no bkey: a 2**22-slot table of the bkeys' top bits
     # (uniform: they are hash outputs) drops them before any binary search.
-    p_keys = (p_keys & 0xFFFFFFFF).astype(np.uint32, copy=False)
+    # In slices of the probes: their temporaries stay small (a start-up's
+    # probes are ~20 MiB for 100,000 files).
     table = np.zeros(1 << 22, dtype=bool)
     table[o_keys >> np.uint32(10)] = True
-    on = table[p_keys >> np.uint32(10)]
-    on[on] = chain[p_rows[on]]
-    p_rows, p_keys = p_rows[on].astype(np.intp), p_keys[on]
+    kept_rows, kept_keys = [], []
+    for s in range(0, len(probes[0]), _PROBE_SLICE):
+        rows_s = probes[0][s : s + _PROBE_SLICE]
+        keys_s = (probes[1][s : s + _PROBE_SLICE] & 0xFFFFFFFF).astype(np.uint32, copy=False)
+        on = table[keys_s >> np.uint32(10)]
+        on[on] = chain[rows_s[on]]
+        kept_rows.append(rows_s[on].astype(np.intp))
+        kept_keys.append(keys_s[on])
+    p_rows = np.concatenate(kept_rows) if kept_rows else empty
+    p_keys = np.concatenate(kept_keys) if kept_keys else np.zeros(0, dtype=np.uint32)
     lo = np.searchsorted(o_keys, p_keys, side="left")
     count = np.searchsorted(o_keys, p_keys, side="right") - lo
     hit = count > 0
@@ -275,7 +283,9 @@ def _compatible_pairs(cols: Columns, n_of: npt.NDArray[np.intp], o_of: npt.NDArr
     ok: npt.NDArray[np.bool_] = cols["ctx_size"][o_of] >= cols["ctx_size"][n_of]
     if strict_quant:
         ok &= cols["quant_bits"][o_of] == cols["quant_bits"][n_of]
-    n, o = cols[n_of], cols[o_of]
-    ok &= same_engine(n_layout=n["layout"], n_abi=n["abi"], n_model=n["model_id"],
-                      o_layout=o["layout"], o_abi=o["abi"], o_model=o["model_id"])  # fmt: skip
+    # Column by column: whole records of every pair would copy ~170 bytes a
+    # pair (a start-up has hundreds of thousands of candidate pairs).
+    layout, abi, model = cols["layout"], cols["abi"], cols["model_id"]
+    ok &= same_engine(n_layout=layout[n_of], n_abi=abi[n_of], n_model=model[n_of],
+                      o_layout=layout[o_of], o_abi=abi[o_of], o_model=model[o_of])  # fmt: skip
     return ok

@@ -84,14 +84,15 @@ class FileTexts:
         return read_texts(self.directory, names, lengths, self.tick, offsets=offsets)
 
     def heads(self, names: npt.NDArray[np.bytes_]) -> Loaded:
-        return _read_all(self.directory, names, self.tick, self.reading)
+        return _concat(_read_all(self.directory, names, self.tick, self.reading))
 
 
 def _read_all(directory: PinnedDir, names: npt.NDArray[np.bytes_],
-              tick: Callable[[], None], reading: Reading) -> Loaded:  # fmt: skip
-    """`read_many` of many names; from _FORK_AT names a helper process reads
-    part of them meanwhile (_reader.Beside: fork and exec, not a bare fork of
-    this threaded process)."""
+              tick: Callable[[], None], reading: Reading) -> list[Loaded]:  # fmt: skip
+    """`read_many` of many names, in parts (the core indexes them part by
+    part, so no copy of them all is ever made); from _FORK_AT names a helper
+    process reads some meanwhile (_reader.Beside: fork and exec, not a bare
+    fork of this threaded process)."""
     cut = len(names) * 11 // 20  # the helper also starts Python and pickles: a little less
     beside = Beside(directory, names[cut:], reading) if len(names) >= _FORK_AT else None
     mine = names[:cut] if beside else names
@@ -110,7 +111,7 @@ def _read_all(directory: PinnedDir, names: npt.NDArray[np.bytes_],
     finally:
         if beside is not None:
             beside.cancel()
-    return _concat(parts)
+    return parts
 
 
 def _concat(parts: list[Loaded]) -> Loaded:
@@ -217,11 +218,12 @@ class DiskGroomer:
         else:  # an empty index: every name is new, no lstat needed
             names = list_snapshots(self.directory, self._tick, stat=False).names
             d = Drift(names, names[:0], ())
-        loaded = _read_all(self.directory, d.to_read, self._tick, self.config.reading)
         temps = tuple(scan_temps(self.directory)) if self.config.orphan_temps else ()
-        step, repairs = self.core.rescanned(d, loaded, self.texts, now, temps=temps,
-                                            quiet=startup, listed=names)  # fmt: skip
-        del loaded, names
+        # The parts go straight to the core, which frees each once indexed.
+        step, repairs = self.core.rescanned(
+            d, _read_all(self.directory, d.to_read, self._tick, self.config.reading), self.texts,
+            now, temps=temps, quiet=startup, listed=names)  # fmt: skip
+        del names
         if startup and self.trace is not None:
             self.trace.present(step.decisions)  # what was there before anything is decided
         self.run(step)
@@ -352,10 +354,11 @@ def survey(directory: PinnedDir, rules: Rules, now: float,
     core = Groomer(replace(rules, supersede=False, budget=None, engine_budget=None,
                            dry_run=True, orphan_temps=False, stale_format=False))  # fmt: skip
     names = list_snapshots(directory, tick, stat=False).names
-    loaded = _read_all(directory, names, tick, reading)
+    parts = _read_all(directory, names, tick, reading)
+    invalid = [bad for part in parts for bad in part.invalid]
     texts = FileTexts(directory, tick, reading)
-    core.rescanned(Drift(names, names[:0], ()), loaded, texts, now, quiet=True, listed=names)
-    return core, loaded.invalid, texts
+    core.rescanned(Drift(names, names[:0], ()), parts, texts, now, quiet=True, listed=names)
+    return core, invalid, texts
 
 
 def cause_totals(totals: Totals) -> dict[str, Any]:

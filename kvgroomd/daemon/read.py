@@ -205,7 +205,7 @@ def read_many(directory: PinnedDir, names: Sequence[str] | npt.NDArray[np.bytes_
         names=every[np.concatenate([p[1] for p in parts])] if parts else every[:0],
         invalid=invalid,
         gone=gone,
-        probe_rows=np.concatenate([p[2] + off for p, off in zip(parts, offsets, strict=False)])
+        probe_rows=np.concatenate([p[2] + int(off) for p, off in zip(parts, offsets, strict=False)])
         if parts else np.zeros(0, dtype=np.int32),
         probe_keys=np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.uint32),
     )  # fmt: skip
