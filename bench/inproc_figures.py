@@ -231,7 +231,7 @@ def reconcile_costs(g: Groomer) -> dict[str, Any]:
     t, c = time.perf_counter(), time.process_time()
     g.reconcile(time.time())
     out["unchanged_s"], out["unchanged_cpu_s"] = time.perf_counter() - t, time.process_time() - c
-    g.core._swept = -1  # as after any landing, removal or replacement
+    g.core.chains.again()  # as after any landing, removal or replacement
     t, c = time.perf_counter(), time.process_time()
     g.reconcile(time.time())
     out["changed_s"], out["changed_cpu_s"] = time.perf_counter() - t, time.process_time() - c

@@ -22,7 +22,8 @@ index for as long as it is the very version judged, so a dry run decides
 what a real run would.
 
 Texts come from a `Texts` source the shell provides (files, or the
-simulator's memory): supersession is proven by SHA-1 over the longer text.
+simulator's memory): supersession (core/chains.py) is proven by SHA-1 over
+the longer text.
 """
 
 from __future__ import annotations
@@ -35,30 +36,22 @@ import numpy.typing as npt
 
 from kvgroomd import events
 from kvgroomd.core._ledger import Ledger
+from kvgroomd.core.chains import Chains, joined
 from kvgroomd.core.cleanup import TempFile
 from kvgroomd.core.cleanup import plan as cleanup_plan
-from kvgroomd.core.decision import Cause, Decision, Fingerprint, Result
+from kvgroomd.core.decision import Decision, Fingerprint, Result
 from kvgroomd.core.drift import Drift, Listing, drift
 from kvgroomd.core.evict import Budget, choose
 from kvgroomd.core.facts import Invalid, Loaded
 from kvgroomd.core.headroom import Headroom
-from kvgroomd.core.index import Change, Index, Snapshot, decide_rows, same_file, snapshot_of
+from kvgroomd.core.index import Change, Index, Snapshot, same_file, snapshot_of
 from kvgroomd.core.scoring import POLICIES, Clock
 from kvgroomd.core.steps import Note, Repairs, Rules, Step, Texts
-from kvgroomd.core.supersede import (
-    CHAIN_REASONS,
-    Probes,
-    candidate_rows,
-    prove,
-    superseding,
-    sweep_pairs_flat,
-)
-from kvgroomd.format.layouts import text_offsets
+from kvgroomd.core.supersede import CHAIN_REASONS, Probes
 
 __all__ = ["Groomer", "Note", "Repairs", "Rules", "Step", "Texts"]
 
 Rows = npt.NDArray[np.intp]
-_CHAIN_CODES = np.array([int(r) for r in CHAIN_REASONS])
 HEADROOM_SEED = 16  # the newest files of a scan stand in for the stores not seen
 SKEW_S = 60  # a header time this far ahead of ours is noted (once)
 
@@ -80,7 +73,7 @@ class Groomer:
         # Activity stamps (act, seen_at) of the files a dry run held: one that
         # comes back keeps its place on the cache's clock instead of looking fresh.
         self._held_stamps: dict[str, tuple[int, int]] = {}
-        self._swept = -1  # index generation at the end of the last sweep
+        self.chains = Chains(self.index)  # supersession: landings and sweeps
         self._unreachable: str | None = None  # why usage stays over the limit, once noted
         self._failed = 0  # unlinks that failed since the budget was last reached
         self._skewed = False  # a header time ahead of ours was noted
@@ -141,8 +134,7 @@ class Groomer:
         change, snap = self._put(snap, now, step)
         if change in (Change.ADDED, Change.REPLACED):
             self.headroom.landed(snap.size)
-            if self.rules.supersede or self.rules.prefixes:
-                step += self._supersede_by(snap, texts, now)
+            step += self._supersede_by(snap, texts, now)
         if budget:
             step += self._budget(now)
         return step
@@ -217,7 +209,7 @@ class Groomer:
             found.append(self._index_loaded(part, now, step=step))
             del part
         self._stamp_new(base, now, quiet=quiet, step=step)
-        probes = _joined(found)
+        probes = joined(found)
         valid_at = self.index.generation
         if listed is not None and self.invalid:
             names = {n.decode() for n in listed.tolist()}
@@ -230,7 +222,7 @@ class Groomer:
             orphan_age=self.rules.orphan_temp_age, stale=self.rules.stale_format))  # fmt: skip
         # Nothing added, replaced or removed since the last sweep: it would
         # find nothing new (and would read every text's head to know).
-        if (self.rules.supersede or self.rules.prefixes) and self.index.generation != self._swept:
+        if (self.rules.supersede or self.rules.prefixes) and self.chains.due:
             # The probes of what was just read name rows: complete when the
             # index held nothing else, and valid while no row has moved.
             complete = fresh and self.index.generation == valid_at
@@ -240,50 +232,18 @@ class Groomer:
 
     def sweep(self, texts: Texts, now: float,
               probes: Probes | None = None) -> Step:  # fmt: skip
-        """Apply the supersession rule across everything indexed (arrivals out
-        of order, files that landed while nobody watched). Without `probes`
-        the heads of the indexed texts are read again to get them."""
-        index = self.index
-        pairs_n, pairs_o = self.prefix_pairs(texts, probes)
-        step = Step()
-        if self.rules.prefixes:
-            step.notes += self._extends_notes(pairs_n, pairs_o)
-        if not self.rules.supersede:
-            self._swept = index.generation
-            return step
-        cols = index.columns()
-        # Covered flags go on before any decision moves a row; a file whose
-        # longer twin is superseded stays covered by what superseded the twin
-        # (its pair is proven too: prefixes and compatibility are transitive).
-        covered = np.zeros(len(index), dtype=bool)
-        covered[pairs_o] = True
-        index.set_column("covered", np.arange(len(index)), covered)
-        go = superseding(cols, pairs_n, pairs_o)
-        if go.any():
-            # Longest N first, as the pairs come; each O goes once, naming the
-            # longest file that supersedes it.
-            olds, first = np.unique(pairs_o[go], return_index=True)
-            by = pairs_n[go][first]
-            order = np.argsort(first, kind="stable")
-            step.decisions += self._decide(olds[order], by[order], now)
-        self._swept = index.generation
-        return step
+        """Apply the supersession rule across everything indexed (core/chains.py)."""
+        decisions, notes = self.chains.sweep(
+            texts, now, strict_quant=self.rules.strict_quant, supersede=self.rules.supersede,
+            notes=self.rules.prefixes, probes=probes)  # fmt: skip
+        return Step(self._hold(decisions), notes)
 
     def prefix_pairs(self, texts: Texts,
                      probes: Probes | None = None,
                      ) -> tuple[Rows, Rows]:  # fmt: skip
-        """Every proven (N row, O row) pair of the index: O's text is a strict
-        prefix of N's and N can stand in for O. Longest N first, then O by row.
-        What a sweep acts on, and what `ls` shows as chains."""
-        if probes is None:
-            probes = self._probes(texts)
-        n_rows, bounds, o_rows = sweep_pairs_flat(self.index, probes,
-                                                  strict_quant=self.rules.strict_quant)
-        cols = self.index.columns()
-        n_texts = texts.texts(self.index.names_array(n_rows), cols["text_bytes"][n_rows],
-                              text_offsets(cols["layout"][n_rows]))  # fmt: skip
-        proven = prove(cols, n_rows, bounds, o_rows, n_texts)
-        return np.repeat(n_rows, np.diff(bounds))[proven], o_rows[proven]
+        """Every proven (N row, O row) pair of the index (core/chains.py):
+        what a sweep acts on, and what `ls` shows as chains."""
+        return self.chains.pairs(texts, strict_quant=self.rules.strict_quant, probes=probes)
 
     def settle(self, d: Decision, result: Result) -> list[Note]:
         """What the deleter did with `d`; notes to log. After CHANGED or
@@ -296,10 +256,10 @@ class Groomer:
             if snap is not None:
                 self._held_stamps[d.name] = (snap.act, snap.seen_at)
         elif result in (Result.CHANGED, Result.REFUSED):
-            self._swept = -1  # judge it again at the next sweep
+            self.chains.again()  # judge it again at the next sweep
         elif result is Result.FAILED:
             self._failed += 1
-            self._swept = -1
+            self.chains.again()
             if snap is not None:
                 self.index.put(snap)  # still there: counted, and tried again later
             return self._unreachable_note(self.limit())
@@ -409,65 +369,18 @@ class Groomer:
             for r in rows.tolist():
                 step.notes.append(Note(events.ADDED, "info", self._fields(self.index.at(r))))
 
-    def _probes(self, texts: Texts) -> Probes:
-        """Prefix probes of every indexed chain snapshot, from a fresh read of
-        each file's head (a file replaced since it was indexed gives none)."""
-        cols = self.index.columns()
-        rows = np.flatnonzero(np.isin(cols["reason"], _CHAIN_CODES))
-        loaded = texts.heads(self.index.names_array(rows))
-        cols = self.index.columns()
-        at = self.index.rows_of(loaded.names)
-        same = at >= 0
-        same[same] = ((cols["dev"][at[same]] == loaded.rows["dev"][same])
-                      & (cols["ino"][at[same]] == loaded.rows["ino"][same]))  # fmt: skip
-        keep = same[loaded.probe_rows]
-        return at[loaded.probe_rows[keep]], loaded.probe_keys[keep]
-
     def _supersede_by(self, new: Snapshot, texts: Texts, now: float) -> Step:
-        """Prove which indexed files `new`'s text strictly extends; decide the
-        superseded ones."""
-        step = Step()
-        if new.header.reason not in CHAIN_REASONS:
-            return step
+        """What `new`'s text supersedes (core/chains.py), its text read only
+        when it can extend anything."""
+        rules = self.rules
+        if not (rules.supersede or rules.prefixes) or new.header.reason not in CHAIN_REASONS:
+            return Step()
         text = texts.text(new)
-        row = self.index.row_of(new.name)
-        if text is None or row is None:
-            return step  # changed or gone under us; its own event follows
-        cands = candidate_rows(self.index, row, text, strict_quant=self.rules.strict_quant)
-        if not len(cands):
-            return step
-        cols = self.index.columns()
-        proven = prove(cols, np.array([row]), np.array([0, len(cands)]), cands, [text])
-        covered = cands[proven]
-        if self.rules.prefixes and len(covered):
-            step.notes += self._extends_notes(np.full(len(covered), row), covered)
-        if not self.rules.supersede:
-            return step
-        self.index.set_column("covered", covered, True)
-        go = covered[superseding(cols, np.full(len(covered), row), covered)]
-        step.decisions += self._decide(go, np.full(len(go), row), now)
-        return step
-
-    def _extends_notes(self, n_rows: Rows, o_rows: Rows) -> list[Note]:
-        """One EXTENDS note per N of proven (N, O) pairs (grouped by N, as
-        they come): N's text strictly extends each O's."""
-        if not len(n_rows):
-            return []
-        starts = np.flatnonzero(np.concatenate(([True], n_rows[1:] != n_rows[:-1])))
-        ends = np.append(starts[1:], len(n_rows))
-        n_names = self.index.names_at(n_rows[starts])
-        o_names = self.index.names_at(o_rows)
-        return [Note(events.EXTENDS, "debug", {"name": n, "extends": o_names[a:b]})
-                for n, a, b in zip(n_names, starts.tolist(), ends.tolist(), strict=True)]
-
-    def _decide(self, olds: Rows, by: Rows, now: float) -> list[Decision]:
-        """Supersession decisions for rows `olds`, each superseded by row `by[i]`."""
-        cols = self.index.columns()
-        by_sha = [n[:40].lower() for n in self.index.names_at(by)]
-        decisions = decide_rows(self.index, olds, Cause.SUPERSEDED, now,
-                                superseded_by=np.array(by_sha),
-                                superseded_by_tokens=cols["tokens"][by])  # fmt: skip
-        return self._hold(decisions)
+        if text is None:
+            return Step()  # changed or gone under us; its own event follows
+        decisions, notes = self.chains.landing(new, text, now, strict_quant=rules.strict_quant,
+                                               supersede=rules.supersede, notes=rules.prefixes)
+        return Step(self._hold(decisions), notes)
 
     def _hold(self, decisions: list[Decision]) -> list[Decision]:
         return self.ledger.hold(self.index, decisions)
@@ -501,11 +414,3 @@ class Groomer:
         return [Note(events.BUDGET_UNREACHABLE, "warning", {
             "dir_bytes": self.index.total_bytes, "budget": limit, "why": why})]  # fmt: skip
 
-
-def _joined(found: list[Probes]) -> Probes:
-    """The probes of several parts as one (index rows, keys) pair."""
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint32)
-    return (np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]))
