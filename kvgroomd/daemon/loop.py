@@ -11,7 +11,8 @@ Start-up order matters: the observer starts *before* the scan, so a snapshot
 landing during the scan is either seen by the scan or queued as an event.
 READY=1 follows the start-up scan, supersession and eviction; a cache dir that
 does not exist yet is not a failed start: READY=1 says "waiting" and the loop
-watches and grooms it once it appears.
+watches and grooms it once it appears. The directory's own states (pinned
+and watched, missing, down) and their retries are keeper.py's.
 
 systemd's watchdog is fed from this same thread (between events, and between
 files during long passes), and only while the observer is healthy: a hung
@@ -21,13 +22,10 @@ restarts the service.
 
 from __future__ import annotations
 
-import collections
-import errno
 import queue
 import signal
 import time
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,32 +35,16 @@ from kvgroomd.config import Config, ConfigError, format_size, load_config
 from kvgroomd.daemon._timers import Timers
 from kvgroomd.daemon.apply import recover
 from kvgroomd.daemon.groom import DiskGroomer, Stopped
+from kvgroomd.daemon.keeper import Check, Keeper
 from kvgroomd.daemon.metrics import for_config as metrics_for
 from kvgroomd.daemon.metrics import other_layouts
 from kvgroomd.daemon.notify import Notifier
-from kvgroomd.daemon.pinned import (
-    EXIT_LOCKED,
-    Locked,
-    PinnedDir,
-    Unpinned,
-    is_missing,
-    warn_if_unusual,
-)
+from kvgroomd.daemon.pinned import PinnedDir, Unpinned
 from kvgroomd.daemon.trace import open_trace
-from kvgroomd.daemon.watch import DirGone, EventQueue, Gone, Landed, Lost, Wake, Watcher
+from kvgroomd.daemon.watch import DirGone, EventQueue, Gone, Landed, Lost, Wake
 
-DIR_RETRY_S = 1.0  # how often to look for a missing cache dir
-OBSERVER_FAILURES = 5  # this many observer deaths or failed starts ...
-OBSERVER_WINDOW_S = 300.0  # ... within this window: give up, exit 1
 START_EXTEND_S = 30.0  # a start-up scan still making progress asks for this much more time
-
-
-class DirState(Enum):
-    """Where the daemon stands with its cache directory."""
-
-    WATCHING = "watching"
-    MISSING = "missing"  # waited for: a healthy, idle state
-    DOWN = "down"  # the observer failed: retried, and counted against giving up
+RETRY_S = 5.0  # a rescan after a directory error
 
 
 class Daemon:
@@ -88,16 +70,10 @@ class Daemon:
         self.trace = open_trace(config, log, clock=clock, mono=mono)  # off unless `trace:`
         self.groomer = DiskGroomer(config, log, should_stop=self._tick, directory=self.directory,
                                    trace=self.trace)  # fmt: skip
-        self._fatal_status = 1  # exit status when a start or re-pin fails for good
-        self.watcher = Watcher(self.directory, self.queue)
         self.metrics = metrics_for(config, log)  # changes need a restart, not a reload
         self._stop = False
         self._stop_signal: int | None = None
         self._reload = False
-        self._failures: collections.deque[float] = collections.deque()
-        # WATCHING, MISSING (waiting for the directory: healthy and idle) or
-        # DOWN (the observer failed to start or died: retried, counted).
-        self.state = DirState.DOWN
         self._ready_logged = False
         self._scanned = False  # the first full scan (quiet, recovers held files) is done
         self._starting = False
@@ -106,6 +82,8 @@ class Daemon:
         # the limit, look again; extend: EXTEND_TIMEOUT_USEC during start-up.
         # (No timer polls the observer: its thread reports its own end.)
         self.timers = Timers(mono)
+        # The directory pinned and watched, waited for, or down (keeper.py).
+        self.keeper = Keeper(self.directory, self.queue, log, self.timers, mono)
         self.timers.start("reconcile")
         if self.notifier.watchdog_interval:
             self.timers.start("ping")
@@ -144,8 +122,8 @@ class Daemon:
         status = 0
         try:
             started = self.metrics.start() and self._start()  # False: a fatal failure
-            # 1, or 6 when another kvgroomd holds the directory (_begin_watching)
-            status = self._fatal_status if not started or self._loop() else 0
+            # 1, or 6 when another kvgroomd holds the directory (keeper.py)
+            status = self.keeper.status if not started or self._loop() else 0
         except Stopped:
             pass  # a pass stopped between two files: nothing is half-done
         except Exception:
@@ -156,8 +134,7 @@ class Daemon:
             if self._stop_signal is not None:
                 self.log.info(events.STOPPING, signal=signal.Signals(self._stop_signal).name)
             self.notifier.stopping()
-            self.watcher.close()
-            self.directory.unpin()
+            self.keeper.close()
             self.metrics.close()
             if self.trace is not None:
                 self.trace.close()
@@ -169,17 +146,16 @@ class Daemon:
 
     def _start(self) -> bool:
         """Watch, scan and groom; then READY=1. False on a fatal failure."""
-        now = self.mono()
         self._starting = True
         self.timers.start("extend", START_EXTEND_S / 3)
-        if not self._begin_watching(now):
+        if not self.keeper.begin():
             return False
-        if self.state is DirState.WATCHING:
+        if self.keeper.watching:
             self.notifier.status(f"start-up scan of {self.config.cache_dir}")
             try:
                 self._reconcile()
             except Unpinned as e:  # moved or swapped during the start-up scan
-                self._unpinned(e.why)
+                self.keeper.unpinned(e.why)
             except OSError as e:  # e.g. unreadable: the loop retries the first scan
                 self._dir_error(e)
         self._starting = False
@@ -187,7 +163,7 @@ class Daemon:
         self._refresh_metrics()
         self.notifier.ready(self._status())
         self._last_status = self._status()
-        if self.state is not DirState.MISSING:
+        if not self.keeper.missing:
             self._log_ready()
         return True
 
@@ -199,70 +175,6 @@ class Daemon:
         self._ready_logged = True
         self.log.info(events.READY, snapshots=len(g.index), dir_bytes=g.core.usage,
                       invalid=len(g.invalid), budget=g.core.limit())  # fmt: skip
-
-    def _pin(self) -> None:
-        """Pin the configured directory (again) and take its lock; raises
-        OSError (missing, a symlink, unreadable) or Locked."""
-        d = self.directory
-        if d.pinned:
-            return
-        try:
-            d.pin()
-            d.lock()
-        except BaseException:
-            d.unpin()
-            raise
-        self.log.info(events.DIR_PINNED, cache_dir=str(d.path), dev=d.dev, inode=d.ino)
-        warn_if_unusual(d, self.log)
-
-    def _unpinned(self, why: str) -> None:
-        """The configured path no longer names the pinned directory: stop
-        acting on it (nothing more is unlinked), and look each second for a
-        directory to pin again (which a rescan then grooms)."""
-        self.log.warning(events.DIR_CHANGED, cache_dir=str(self.config.cache_dir), why=why,
-                         action="stopped acting; pinning again once the path names a "
-                         "directory", retry_s=DIR_RETRY_S)  # fmt: skip
-        self.watcher.stop()
-        self.directory.unpin()
-        self.state = DirState.MISSING
-        self.timers.start("watch", DIR_RETRY_S)
-
-    def _begin_watching(self, now: float) -> bool:
-        """Try to pin the directory and start the observer. A missing directory
-        means waiting; another kvgroomd holding it is fatal (exit 6); any other
-        error counts as a failure. False once failures exhaust the budget."""
-        try:
-            self._pin()
-            self.watcher.start()
-        except Locked as e:
-            self.log.error(events.DIR_LOCKED, cache_dir=str(self.config.cache_dir),
-                           error=str(e), pid=e.pid)  # fmt: skip
-            self._fatal_status = EXIT_LOCKED
-            return False
-        except OSError as e:
-            self.directory.unpin()
-            self.timers.start("watch", DIR_RETRY_S)
-            if is_missing(e) or e.errno == errno.ELOOP:
-                if self.state is not DirState.MISSING:
-                    why = "a symlink (not followed)" if e.errno == errno.ELOOP else None
-                    self.log.warning(events.DIR_MISSING, cache_dir=str(self.config.cache_dir),
-                                     retry_s=DIR_RETRY_S, why=why)  # fmt: skip
-                self.state = DirState.MISSING
-                return True
-            self.state = DirState.DOWN
-            self.log.error(events.OBSERVER_START_FAILED, cache_dir=str(self.config.cache_dir),
-                           error=e.strerror, errno=e.errno)  # fmt: skip
-            return self._count_failure(now)
-        self.state = DirState.WATCHING
-        self.timers.cancel("watch")
-        return True
-
-    def _count_failure(self, now: float) -> bool:
-        """Remember one observer failure; False when there were too many lately."""
-        self._failures.append(now)
-        while self._failures and now - self._failures[0] > OBSERVER_WINDOW_S:
-            self._failures.popleft()
-        return len(self._failures) < OBSERVER_FAILURES
 
     def _loop(self) -> int:
         while not self._stop:
@@ -292,7 +204,7 @@ class Daemon:
             except Stopped:
                 break
             except Unpinned as e:  # the deleter found the directory moved or swapped
-                self._unpinned(e.why)
+                self.keeper.unpinned(e.why)
             except OSError as e:  # e.g. the directory became unreadable
                 self._dir_error(e)
             self._ping_if_due()
@@ -312,7 +224,7 @@ class Daemon:
     def _dir_error(self, e: OSError) -> None:
         self.log.error(events.DIR_ERROR, cache_dir=str(self.config.cache_dir),
                        error=e.strerror, errno=e.errno)  # fmt: skip
-        self.timers.start("retry", DIR_RETRY_S * 5)
+        self.timers.start("retry", RETRY_S)
 
     def _handle(self, ev: object) -> None:
         g = self.groomer
@@ -329,27 +241,8 @@ class Daemon:
             self.log.warning(events.EVENTS_LOST, why=ev.why, action="rescan")
             self._reconcile()
         elif isinstance(ev, DirGone):
-            self._dir_gone(ev.why)
+            self.keeper.dir_event(ev.why)
         # ObserverDied: nothing to do here; _check_watcher sees it right after.
-
-    def _dir_gone(self, event: str) -> None:
-        """The watcher saw the directory (or an enclosing one, or the mount
-        table) change: stop acting on it unless the path still names it."""
-        if self.state is not DirState.WATCHING:
-            return  # already unpinned: a late event of the stopped watcher
-        if event == "deleted":
-            self.log.warning(events.DIR_MISSING, cache_dir=str(self.config.cache_dir),
-                             why="deleted while watched")  # fmt: skip
-            self.watcher.stop()
-            self.directory.unpin()
-            self.state = DirState.MISSING  # logged just now; _check_watcher retries each second
-            self.timers.start("watch")
-            return
-        why = self.directory.why_not_named()
-        if why is not None:
-            self._unpinned(f"{why} ({event})")
-        elif event in ("unmounted", "watch removed"):
-            self._unpinned(event)  # its watch is gone: pin and watch it again
 
     def _publish_status(self) -> None:
         """Send STATUS= when it changed, and refresh the metrics after any
@@ -361,41 +254,19 @@ class Daemon:
             self._last_status = status
 
     def _check_watcher(self) -> bool:
-        """Restart a dead observer (and rescan); False when it keeps failing."""
-        now = self.mono()
-        if self.state is DirState.WATCHING and self.watcher.alive():
-            return True
-        if self.state is DirState.WATCHING:  # it was running and died: say why, count it
-            self.state = DirState.DOWN
-            died = self.watcher.failure
-            self.watcher.stop()
-            ok = self._count_failure(now)
-            self.log.error(events.OBSERVER_DIED, deaths=len(self._failures),
-                           window_s=OBSERVER_WINDOW_S, giving_up=not ok,
-                           error=died.error if died else "observer thread ended",
-                           traceback=died.trace if died else None)  # fmt: skip
-            if not ok:
-                return False
-            self.timers.start("watch")
-        if self.timers.pending("watch"):
-            return True
-        was_missing = self.state is DirState.MISSING
-        if not self._begin_watching(now):
-            return False
-        if self.state is not DirState.WATCHING:
-            return True  # still missing (or failing): the "watch" timer retries
-        after = "cache dir appeared" if was_missing else "observer died"
-        self.log.info(events.OBSERVER_RESTARTED, cache_dir=str(self.config.cache_dir),
-                      after=after)  # fmt: skip
-        self._reconcile()  # what happened while nobody watched
-        if not self._ready_logged:
-            self._log_ready()
-        return True
+        """Restart a dead observer, or watch a directory that appeared, then
+        rescan what happened meanwhile; False when it keeps failing."""
+        found = self.keeper.check()
+        if found is Check.RESTARTED:
+            self._reconcile()
+            if not self._ready_logged:
+                self._log_ready()
+        return found is not Check.FATAL
 
     def _reconcile(self) -> None:
         self.timers.start("reconcile", self.config.reconcile_interval)
         self.timers.cancel("retry")
-        if self.state is not DirState.WATCHING:
+        if not self.keeper.watching:
             return  # directory missing or observer down: _check_watcher retries
         self.directory.check()  # a rescan of a directory that moved away is no use: Unpinned
         first = not self._scanned  # quiet (no snapshot.added per file), and
@@ -427,17 +298,10 @@ class Daemon:
             self.timers.start("extend", START_EXTEND_S / 3)
         return self._stop
 
-    def _healthy(self) -> bool:
-        """What a WATCHDOG=1 vouches for: the observer runs, or there is
-        legitimately nothing to watch yet."""
-        if self.state is DirState.WATCHING:
-            return self.watcher.alive()
-        return self.state is DirState.MISSING
-
     def _ping_if_due(self) -> None:
         if not self.notifier.watchdog_interval or not self.timers.due("ping"):
             return
-        if not self._healthy():
+        if not self.keeper.healthy():
             return  # let systemd's watchdog fire if this does not heal
         self.notifier.watchdog()
         self.timers.start("ping", self.notifier.watchdog_interval)
@@ -492,7 +356,7 @@ class Daemon:
         return self._usage() + (failed if self._reload_error else "")
 
     def _usage(self) -> str:
-        if self.state is DirState.MISSING:
+        if self.keeper.missing:
             return f"waiting for {self.config.cache_dir} to appear"
         g = self.groomer
         used = format_size(g.core.usage)
