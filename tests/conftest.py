@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 # Real engine-written files, kept in the repository (tests/fixtures/README.md).
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "engine"
@@ -38,6 +39,17 @@ def state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         del os.environ["STATE_DIRECTORY"]
     else:
         os.environ["STATE_DIRECTORY"] = old
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """structlog's configuration is process-global: a test that configures
+    kvgroomd's logging (a level, a stream) must not decide what a later
+    test's `capture_logs` sees (a debug line filtered out by an `info` level
+    left behind made one test pass or fail by the order tests ran in)."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")
