@@ -23,6 +23,7 @@ from kvgroomd.core._names import HEXDIGITS, NAME, names_array, parse_names, sha_
 from kvgroomd.core._table import ShaTable, table_size
 from kvgroomd.core.decision import Cause, Decision, Fingerprint
 from kvgroomd.format.header import Header, Reason
+from kvgroomd.format.layouts import ROW_FIELDS
 from kvgroomd.format.prefix import HEAD_BYTES, SHORT_HEAD, text_keys
 
 __all__ = ["HEAD_BYTES", "NAME", "ROW", "SHORT_HEAD", "Change", "Columns", "Index", "Snapshot",
@@ -45,6 +46,9 @@ ROW = np.dtype(
         ("created_at", "u8"),  # u64 in the header: any value must fit
         ("last_used", "u8"),
         ("payload_bytes", "u8"),
+        # The 72-byte header's weights fingerprint (0: none, or another
+        # layout): which engines load the file (format/layouts.same_engine).
+        ("model_fp", "u8"),
         ("head", "u8"),  # format/prefix.py: first 64 text bytes, a bucket
         ("tail", "u8"),  # format/prefix.py: last 8 text bytes
         ("bkey", "u8"),  # format/prefix.py: key of the text's whole leading blocks
@@ -81,7 +85,10 @@ _REASONS = tuple(Reason)
 _NAMES: tuple[str, ...] = ROW.names or ()  # the fields, in order
 _HEADER_FIELDS = ("quant_bits", "ext_flags", "model_id", "tokens", "hits", "ctx_size", "abi",
                   "created_at", "last_used", "payload_bytes", "text_bytes",
-                  "reason_code", "layout")  # fmt: skip
+                  "reason_code", "layout", "model_fp")  # fmt: skip
+# The bulk reader fills a row from ROW_FIELDS, `put` from _HEADER_FIELDS: a
+# header field one of them forgot would be lost on that path only.
+assert {*_HEADER_FIELDS, "reason"} == {*ROW_FIELDS, "reason_code", "layout"}
 _FP_FIELDS = ("dev", "ino", "size", "mtime_ns")
 
 

@@ -39,22 +39,26 @@ def can_stand_in(cols: Columns, new: Header, *, strict_quant: bool) -> npt.NDArr
 
     Same model; same quant when the engine rejects cross-quant reuse; a
     context no larger than theirs (a small-context server can load them but
-    not `new`); and the same engine can load both: the same layout family
-    and payload ABI (format/layouts.same_engine; a legacy-ABI `new` is
-    invisible to current engines, so it stands in only for other legacy
-    files, while a current version-1 `new` also stands in for legacy ones).
+    not `new`); and every engine that loads them loads `new`: the same
+    layout family and payload ABI (format/layouts.same_engine; a legacy-ABI
+    `new` is invisible to current engines, so it stands in only for other
+    legacy files, while a current version-1 `new` also stands in for legacy
+    ones), and a weights fingerprint of 0 or theirs.
     """
     return _compatible(cols, new.model_id, new.ctx_size, new.quant_bits, new.abi,
-                       strict_quant=strict_quant, layout=new.layout)  # fmt: skip
+                       strict_quant=strict_quant, layout=new.layout,
+                       model_fp=new.model_fp)  # fmt: skip
 
 
-def _compatible(cols: Columns, model_id: int, ctx_size: int, quant_bits: int, abi: int,
-                *, strict_quant: bool, layout: int) -> npt.NDArray[np.bool_]:  # fmt: skip
+def _compatible(cols: Columns, model_id: int, ctx_size: int, quant_bits: int, abi: int, *,
+                strict_quant: bool, layout: int,
+                model_fp: int) -> npt.NDArray[np.bool_]:  # fmt: skip
     mask: npt.NDArray[np.bool_] = cols["ctx_size"] >= ctx_size
     if strict_quant:
         mask &= cols["quant_bits"] == quant_bits
-    mask &= same_engine(n_layout=layout, n_abi=abi, n_model=model_id, o_layout=cols["layout"],
-                        o_abi=cols["abi"], o_model=cols["model_id"])  # fmt: skip
+    mask &= same_engine(n_layout=layout, n_abi=abi, n_model=model_id, n_fp=model_fp,
+                        o_layout=cols["layout"], o_abi=cols["abi"], o_model=cols["model_id"],
+                        o_fp=cols["model_fp"])  # fmt: skip
     return mask
 
 
@@ -68,7 +72,7 @@ def _candidate_mask(cols: Columns, new: np.void, *, strict_quant: bool) -> npt.N
         & ((heads == new["head"]) | (heads == SHORT_HEAD))
         & _compatible(cols, int(new["model_id"]), int(new["ctx_size"]),
                       int(new["quant_bits"]), int(new["abi"]), strict_quant=strict_quant,
-                      layout=int(new["layout"]))
+                      layout=int(new["layout"]), model_fp=int(new["model_fp"]))
     )  # fmt: skip
     return mask
 
@@ -285,7 +289,8 @@ def _compatible_pairs(cols: Columns, n_of: npt.NDArray[np.intp], o_of: npt.NDArr
         ok &= cols["quant_bits"][o_of] == cols["quant_bits"][n_of]
     # Column by column: whole records of every pair would copy ~170 bytes a
     # pair (a start-up has hundreds of thousands of candidate pairs).
-    layout, abi, model = cols["layout"], cols["abi"], cols["model_id"]
+    layout, abi, model, fp = cols["layout"], cols["abi"], cols["model_id"], cols["model_fp"]
     ok &= same_engine(n_layout=layout[n_of], n_abi=abi[n_of], n_model=model[n_of],
-                      o_layout=layout[o_of], o_abi=abi[o_of], o_model=model[o_of])  # fmt: skip
+                      n_fp=fp[n_of], o_layout=layout[o_of], o_abi=abi[o_of],
+                      o_model=model[o_of], o_fp=fp[o_of])  # fmt: skip
     return ok

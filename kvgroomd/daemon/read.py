@@ -32,7 +32,7 @@ from kvgroomd.core.index import (
 )
 from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.format.header import PREFIX_BYTES, Header, Reason, Unparsable, read_header
-from kvgroomd.format.layouts import Reading, classify
+from kvgroomd.format.layouts import ROW_FIELDS, Reading, classify
 from kvgroomd.format.names import SnapshotName
 from kvgroomd.format.prefix import FIRST_READ, TAIL_BYTES, batch_keys, tail_of, text_keys
 
@@ -312,9 +312,9 @@ def _parse_batch(  # noqa: PLR0915, PLR0917 - one vectorised pass, in the order 
         rows[field] = sha[field]
     for column, field in enumerate(("dev", "ino", "size", "mtime_ns")):
         rows[field] = st[:, column]
-    for field in ("created_at", "last_used", "payload_bytes", "tokens", "hits", "ctx_size",
-                  "text_bytes", "quant_bits", "model_id", "abi", "ext_flags"):  # fmt: skip
-        rows[field] = hdr[field]
+    for field in ROW_FIELDS:  # every header field the index keeps (the reason below)
+        if field != "reason":
+            rows[field] = hdr[field]
     rows["layout"] = code
     reason = hdr["reason"]
     known = reason <= max(Reason)

@@ -22,8 +22,6 @@ from kvgroomd.format.layouts import (
     ABI_LEGACY,
     BY_NAME,
     DETECT,
-    FAMILY_MASK,
-    FINGERPRINTED,
     HEADER_72,
     LAYOUTS,
     MAGIC,
@@ -91,15 +89,19 @@ class Unparsable:
 class Header:
     """A snapshot's header as the engine wrote it, in any known layout.
 
-    `layout` is the index's layout byte (format/layouts.py: the family, and
-    FINGERPRINTED for a 72-byte header naming a weights fingerprint); the
-    default is upstream's version-1 layout. `codec` and
+    `layout` is the index's layout byte (format/layouts.py: the family); the
+    default is upstream's version-1 layout. `model_fp` is the 72-byte
+    header's weights fingerprint (bytes 56..63; 0 in every other layout),
+    which the index keeps: it decides which engines load the file, so it
+    must survive every path (a lost one reads as 0, "loaded by every
+    engine", and would let the file supersede wrongly). `codec` and
     `chunk_size` are the compressing layouts' (0: raw), `extra` the 72-byte
-    header's bytes 48..71 (lineage, fingerprint, bucket, level, stale). The
-    index keeps neither of those three: a Header rebuilt from an index row
-    has them 0, which is why `pack` gives only the bytes a row determines.
-    In the codec-at-7 layout byte 7 is the codec: `model_id` holds that byte
-    and `abi` is NO_ABI (255), that layout having none.
+    header's bytes 48..71 as read (lineage, fingerprint, bucket, level,
+    stale). The index keeps none of those three: a Header rebuilt from an
+    index row has them 0 or empty, which is why `pack` gives only the bytes
+    a row determines. In the codec-at-7 layout byte 7 is the codec:
+    `model_id` holds that byte and `abi` is NO_ABI (255), that layout having
+    none.
     """
 
     quant_bits: int
@@ -116,9 +118,20 @@ class Header:
     text_bytes: int
     reason_code: int = -1  # the raw byte 5 when it is not a known Reason
     layout: int = V1
+    model_fp: int = 0
     codec: int = 0
     chunk_size: int = 0
     extra: bytes = b""
+
+    def __post_init__(self) -> None:
+        # The fingerprint decides which engines load the file (and so what
+        # it may supersede): only where the format has one, and said once
+        # (`extra` repeats it when given; encode() writes `model_fp`).
+        if self.model_fp and self.layout != HEADER_72:
+            raise ValueError(f"a weights fingerprint in layout {self.layout}: only the "
+                             "72-byte header has one")  # fmt: skip
+        if len(self.extra) >= 16 and int.from_bytes(self.extra[8:16], "little") != self.model_fp:
+            raise ValueError("extra's bytes 8..15 (the fingerprint) are not model_fp")
 
     @classmethod
     def parse(cls, raw: bytes) -> Header | Unparsable:
@@ -141,16 +154,11 @@ class Header:
         """Where the text starts in the file."""
         return _layouts.text_at(self.layout)
 
-    @property
-    def model_fp(self) -> int:
-        """The 72-byte header's weights fingerprint (0: none, or another layout)."""
-        return int.from_bytes(self.extra[8:16], "little") if len(self.extra) >= 16 else 0
-
     def encode(self) -> bytes:
         """Every header byte the engine wrote, up to and with the text length
         (52 bytes; 76 for the 72-byte header), from this Header's fields."""
         code = self.reason_code if self.reason_code >= 0 else int(self.reason)
-        fam = self.layout & FAMILY_MASK
+        fam = self.layout
         base = _LAYOUT.pack(
             MAGIC, VERSION if fam == V1 else 2, self.quant_bits, code, self.ext_flags,
             self.model_id, self.tokens, self.hits, self.ctx_size, self.abi & 0xFF,
@@ -163,7 +171,8 @@ class Header:
             return base[:20] + self.chunk_size.to_bytes(4, "little") + base[24:]
         if fam == HEADER_72:
             extra = self.extra.ljust(24, b"\0")[:24]
-            return base[:48] + extra + base[48:]
+            fp = self.model_fp.to_bytes(8, "little")
+            return base[:48] + extra[:8] + fp + extra[16:] + base[48:]
         return base
 
     def pack(self) -> bytes:
@@ -197,22 +206,17 @@ class Header:
 def _header_of(lay: Layout, v: dict[str, int], raw: bytes) -> Header:
     code = v["reason"]
     kind = Reason.from_byte(code)
-    layout = lay.code
     chunk = v.get("chunk_size", 0)
     if "chunk_log2" in v:
         chunk = 1 << min(v["chunk_log2"], 31) if v["chunk_log2"] >= 1 else 0
-    extra = b""
-    if lay.code == HEADER_72:
-        extra = bytes(raw[48:72])
-        if v["model_fp"]:
-            layout |= FINGERPRINTED
+    extra = bytes(raw[48:72]) if lay.code == HEADER_72 else b""
     return Header(
         quant_bits=v["quant_bits"], reason=kind, ext_flags=v["ext_flags"],
         model_id=v["model_id"], tokens=v["tokens"], hits=v["hits"], ctx_size=v["ctx_size"],
         abi=v["abi"], created_at=v["created_at"], last_used=v["last_used"],
         payload_bytes=v["payload_bytes"], text_bytes=v["text_bytes"],
-        reason_code=-1 if kind == code else code, layout=layout, codec=v.get("codec", 0),
-        chunk_size=chunk, extra=extra,
+        reason_code=-1 if kind == code else code, layout=lay.code,
+        model_fp=v.get("model_fp", 0), codec=v.get("codec", 0), chunk_size=chunk, extra=extra,
     )  # fmt: skip
 
 

@@ -24,10 +24,9 @@ settles it in that layout's favour.
 
 The index keeps one byte per file for its layout: the *family* code (one per
 header structure; upstream, legacy and gb10 files share the version-1
-structure and differ by payload ABI). `FINGERPRINTED` marks a 72-byte header
-that names a weights fingerprint: kvgroomd does not keep fingerprints, so it
-never pairs such a file in supersession (it cannot prove both files name the
-same weights).
+structure and differ by payload ABI). It also keeps the 72-byte header's
+weights fingerprint (`model_fp`, 0 in every other layout), which decides
+which of those files an engine loads (`same_engine`).
 """
 
 from __future__ import annotations
@@ -51,8 +50,6 @@ MIN_HEADER = 52  # the shortest header + text length of any layout
 # Family codes: the index's `layout` byte. 0 is the version-1 structure, so
 # rows and headers built without a layout are version-1 ones.
 V1, CODEC_AT_21, CODEC_AT_7, HEADER_72 = 0, 1, 2, 3
-FINGERPRINTED = 0x80  # | HEADER_72: a nonzero weights fingerprint (see above)
-FAMILY_MASK = 0x7F
 
 CODEC_NONE, CODEC_LZ4 = 0, 1
 MAX_CHUNK = 64 * 2**20  # the compressing engines' largest LZ4 chunk
@@ -239,7 +236,9 @@ ENGINES = tuple(lay.name for lay in LAYOUTS if lay.is_engine)
 VERSIONS = frozenset(c.ranges[0][0] for lay in LAYOUTS for c in lay.claims if c.field == "version")
 # Fields the index keeps of every header (the Header's, format/header.py).
 ROW_FIELDS = ("quant_bits", "reason", "ext_flags", "model_id", "tokens", "hits", "ctx_size",
-              "abi", "created_at", "last_used", "payload_bytes", "text_bytes")  # fmt: skip
+              "abi", "created_at", "last_used", "payload_bytes", "text_bytes",
+              "model_fp")  # fmt: skip
+_U64_FIELDS = frozenset({"created_at", "last_used", "payload_bytes", "model_fp"})
 
 
 def _entry_table() -> npt.NDArray[np.int16]:
@@ -248,25 +247,22 @@ def _entry_table() -> npt.NDArray[np.int16]:
     for i, lay in enumerate(LAYOUTS):
         abis = next((c.ranges for c in lay.claims if c.field == "abi"), None)
         fixed = lay.constants.get("abi")
-        codes = [lay.code, lay.code | FINGERPRINTED] if lay.code == HEADER_72 else [lay.code]
-        for code in codes:
-            if fixed is not None:
-                table[code, fixed] = i
-            elif abis is not None:
-                for lo, hi in abis:
-                    table[code, lo : hi + 1] = i
-            else:  # header-72: the ABI word is 2
-                table[code, ABI_CURRENT] = i
+        if fixed is not None:
+            table[lay.code, fixed] = i
+        elif abis is not None:
+            for lo, hi in abis:
+                table[lay.code, lo : hi + 1] = i
+        else:  # header-72: the ABI word is 2
+            table[lay.code, ABI_CURRENT] = i
     return table
 
 
 _ENTRY = _entry_table()
 _HAS_MODEL = np.ones(256, dtype=bool)
-for _lay in LAYOUTS:
-    _HAS_MODEL[_lay.code] = _HAS_MODEL[_lay.code | FINGERPRINTED] = _lay.has_model
 _TEXT_AT = np.full(256, LAYOUTS[0].prefix, dtype=np.int64)
 for _lay in LAYOUTS:
-    _TEXT_AT[_lay.code] = _TEXT_AT[_lay.code | FINGERPRINTED] = _lay.prefix
+    _HAS_MODEL[_lay.code] = _lay.has_model
+    _TEXT_AT[_lay.code] = _lay.prefix
 _LEGACY = BY_NAME["legacy"]
 
 
@@ -284,8 +280,7 @@ def name_of(layout: int, abi: int) -> str:
 
 def family(layout: int) -> Layout:
     """The first registry entry of a layout byte's family (its structure)."""
-    code = layout & FAMILY_MASK
-    return next(lay for lay in LAYOUTS if lay.code == code)
+    return next(lay for lay in LAYOUTS if lay.code == layout)
 
 
 def text_at(layout: int) -> int:
@@ -329,20 +324,31 @@ def counted(engine: str, layouts: npt.NDArray[np.integer[Any]],
 
 
 def same_engine(*, n_layout: npt.ArrayLike, n_abi: npt.ArrayLike, n_model: npt.ArrayLike,
-                o_layout: npt.ArrayLike, o_abi: npt.ArrayLike,
-                o_model: npt.ArrayLike) -> npt.NDArray[np.bool_]:  # fmt: skip
+                n_fp: npt.ArrayLike, o_layout: npt.ArrayLike, o_abi: npt.ArrayLike,
+                o_model: npt.ArrayLike, o_fp: npt.ArrayLike) -> npt.NDArray[np.bool_]:  # fmt: skip
     """Whether snapshot N can serve every lookup snapshot O could, as far as
     the layout goes (arrays broadcast): the same layout family, the same
     payload ABI (or O a legacy file under a current version-1 N, which the
-    current engine loads instead), and the same model id where the layout
-    has one. A fingerprinted 72-byte header pairs with nothing. The rules of
-    supersession (context, quant, text prefix: docs/format.md) come on top."""
+    current engine loads instead), the same model id where the layout has
+    one, and a weights fingerprint (`*_fp`) every engine that loads O also
+    accepts. The rules of supersession (context, quant, text prefix:
+    docs/format.md) come on top.
+
+    The fingerprint rule is the load guard of the engine that writes the
+    72-byte header: an engine whose fingerprint is F loads a file whose
+    fingerprint is x when x is 0 or F. So N (fingerprint n) serves whoever
+    loads O (fingerprint o) when n is 0 (every engine loads N) or n == o
+    (the one engine that loads O loads N); not when n != 0 and o is 0 (every
+    engine loads O, one loads N). The fingerprints are required arguments:
+    one left out would read as 0, and make N look loadable by every engine."""
     nl, ol = np.asarray(n_layout, dtype=np.intp), np.asarray(o_layout, dtype=np.intp)
     na, oa = np.asarray(n_abi, dtype=np.intp), np.asarray(o_abi, dtype=np.intp)
-    fam = (nl == ol) & ((nl & FINGERPRINTED) == 0)
+    nf, of = np.asarray(n_fp, dtype=np.uint64), np.asarray(o_fp, dtype=np.uint64)
+    fam = nl == ol
     abi = (na == oa) | ((nl == V1) & (na == ABI_CURRENT) & (oa == ABI_LEGACY))
     model = (np.asarray(n_model) == np.asarray(o_model)) | ~_HAS_MODEL[nl]
-    out: npt.NDArray[np.bool_] = np.asarray(fam & abi & model, dtype=bool)
+    fp = (nf == 0) | (nf == of)
+    out: npt.NDArray[np.bool_] = np.asarray(fam & abi & model & fp, dtype=bool)
     return out
 
 
@@ -446,8 +452,8 @@ def classify(buf: npt.NDArray[np.uint8], *, offset: int, stride: int,
     if engine != DETECT:
         e = LAYOUTS.index(BY_NAME[engine])
         chosen[ok_all[e]] = e
-    out = {f: np.zeros(n, dtype=np.uint64 if f in ("created_at", "last_used", "payload_bytes")
-                       else np.uint32) for f in (*ROW_FIELDS, "codec", "chunk_size")}  # fmt: skip
+    out = {f: np.zeros(n, dtype=np.uint64 if f in _U64_FIELDS else np.uint32)
+           for f in (*ROW_FIELDS, "codec", "chunk_size")}  # fmt: skip
     code = np.zeros(n, dtype=np.uint8)
     at = np.zeros(n, dtype=np.int64)
     for i, lay in enumerate(LAYOUTS):
@@ -461,9 +467,6 @@ def classify(buf: npt.NDArray[np.uint8], *, offset: int, stride: int,
         if "chunk_log2" in cols:
             log2 = cols["chunk_log2"][sel].astype(np.uint32)
             out["chunk_size"][sel] = np.where(log2 >= 1, np.uint32(1) << np.minimum(log2, 31), 0)
-        lay_code = np.full(int(sel.sum()), lay.code, dtype=np.uint8)
-        if "model_fp" in cols:
-            lay_code[cols["model_fp"][sel] != 0] |= FINGERPRINTED
-        code[sel] = lay_code
+        code[sel] = lay.code
         at[sel] = lay.prefix
     return Classified(chosen, code, out, at)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kvgroomd.core.index import Index, Snapshot, snapshot_of
 from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import Invalid, read_many, read_snapshot
 from kvgroomd.format.header import Header, Reason, Unparsable, read_header
@@ -41,6 +43,8 @@ from tests.property.spec import spec_layout
 ENGINE_CHOICES = (DETECT, *ENGINES)
 WIDTH = 4096 + 8
 U8, U32, U64 = (st.integers(0, 2**b - 1) for b in (8, 32, 64))
+FINGERPRINTS = (0, 1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64 - 1)
+LAYOUT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "layouts"
 
 
 def bulk(raws: list[bytes], sizes: list[int], engine: str) -> list[object]:
@@ -78,6 +82,11 @@ def single(raw: bytes, size: int, engine: str) -> object:
 def heads(draw: st.DrawFn) -> tuple[bytes, int]:
     """A header of some layout (often valid, often almost), text, and a size."""
     family = draw(st.sampled_from([V1, V1, CODEC_AT_21, CODEC_AT_7, HEADER_72]))
+    # The 72-byte header's fingerprint: the u64 values a signed or narrowed
+    # copy would get wrong, and any other.
+    fp = draw(st.sampled_from(FINGERPRINTS) | U64) if family == HEADER_72 else 0
+    extra = bytearray(draw(st.binary(min_size=24, max_size=24) | st.just(bytes(24))))
+    extra[8:16] = fp.to_bytes(8, "little")
     text = draw(st.integers(0, 6000) | U32)
     payload = draw(st.integers(0, 100_000) | U64 | st.sampled_from([2**63, 2**64 - 1]))
     h = Header(
@@ -86,9 +95,10 @@ def heads(draw: st.DrawFn) -> tuple[bytes, int]:
         tokens=draw(st.integers(1, 50_000) | U32), hits=draw(U32), ctx_size=draw(U32),
         abi=draw(st.sampled_from([0, 2, 3, 4]) | U8), created_at=draw(U64),
         last_used=draw(U64), payload_bytes=payload, text_bytes=text,
-        reason_code=draw(U8), layout=family, codec=draw(st.sampled_from([0, 1]) | U8),
+        reason_code=draw(U8), layout=family, model_fp=fp,
+        codec=draw(st.sampled_from([0, 1]) | U8),
         chunk_size=draw(st.sampled_from([0, 1 << 24, 1 << 27]) | U32),
-        extra=draw(st.binary(min_size=24, max_size=24) | st.just(bytes(24))),
+        extra=bytes(extra) if family == HEADER_72 else b"",
     )  # fmt: skip
     raw = bytearray(h.encode())
     for _ in range(draw(st.integers(0, 3))):  # a few bytes anywhere in the header
@@ -195,3 +205,44 @@ def test_other_u64_fields_keep_every_value(tmp_path: Path) -> None:
     assert isinstance(one, Invalid) and one.why == "truncated"
     assert [b.why for b in read_many(directory, [name]).invalid] == ["truncated"]
     directory.unpin()
+
+
+# -- the 72-byte header's fingerprint, file to index row ----------------------------
+
+
+@given(st.lists(st.sampled_from(FINGERPRINTS) | U64, min_size=5, max_size=5))
+@settings(max_examples=40, deadline=None)
+def test_the_fingerprint_survives_both_readers_into_the_index(fps: list[int]) -> None:
+    """The real nazerim files with bytes 56..63 set: read_many's row and
+    read_snapshot's Snapshot carry the same fingerprint, and so does what
+    the index rebuilds from either (a lost one would read as 0: "loaded by
+    every engine", which supersedes wrongly)."""
+    sources = sorted((LAYOUT_FIXTURES / "nazerim-v2-72-byte-header").glob("*.kv"))
+    reading = Reading("header-72")
+    with tempfile.TemporaryDirectory() as tmp:
+        for src, fp in zip(sources, fps, strict=True):
+            raw = bytearray(src.read_bytes())
+            raw[56:64] = fp.to_bytes(8, "little")
+            (Path(tmp) / src.name).write_bytes(bytes(raw))
+        names = [p.name for p in sources]
+        with PinnedDir.at(Path(tmp)) as directory:
+            bulk = read_many(directory, names, reading=reading)
+            singles = [read_snapshot(directory, SnapshotName(n, n[:40]), reading=reading)
+                       for n in names]  # fmt: skip
+    assert not bulk.invalid and [n.decode() for n in bulk.names.tolist()] == names
+    index = Index()
+    index.put_many(bulk.rows, bulk.names)
+    for row, one, fp in zip(bulk.rows, singles, fps, strict=True):
+        assert isinstance(one, Snapshot) and one.header.model_fp == fp
+        assert int(row["model_fp"]) == fp
+        assert snapshot_of(one.name, row) == index.get(one.name) == _as_row(one)
+
+
+def _as_row(s: Snapshot) -> Snapshot:
+    """`s` as the index gives it back after put (its header's `extra`, which
+    the index does not keep, dropped; text keys as read)."""
+    index = Index()
+    index.put(s)
+    got = index.get(s.name)
+    assert got is not None
+    return got

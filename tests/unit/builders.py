@@ -45,6 +45,7 @@ def header(
     ext_flags: int = 0,
     reason_code: int = -1,
     layout: int = 0,
+    model_fp: int = 0,
 ) -> Header:
     """A valid version-1 header; text_bytes defaults to tokens (1 byte/token),
     last_used to created_at and payload_bytes to 4096 + 8 * tokens."""
@@ -54,7 +55,7 @@ def header(
         last_used=created_at if last_used is None else last_used,
         payload_bytes=4096 + 8 * tokens if payload_bytes is None else payload_bytes,
         text_bytes=tokens if text_bytes is None else text_bytes, reason_code=reason_code,
-        layout=layout,
+        layout=layout, model_fp=model_fp,
     )  # fmt: skip
 
 

@@ -115,7 +115,9 @@ class TestEachFile:
         assert (conv, fp, bucket, level, stale) == (
             extra["conv_id"], extra["model_fp"], extra["bucket"], extra["level"], extra["stale"])
         assert h.extra[22:24].hex() == extra["reserved_70_71_hex"]
-        assert h.model_fp == extra["model_fp"] == 0  # so it may be superseded
+        # Written by an engine with no model path: fingerprint 0 (the daemon's
+        # cases with one: tests/unit/test_fingerprints.py).
+        assert h.model_fp == extra["model_fp"] == 0
 
     def test_size_rule_text_payload_and_trailer(self, entry: dict[str, Any]) -> None:
         """File size >= header + 4 + text + the u64 at 40; the text there hashes

@@ -24,7 +24,6 @@ from kvgroomd.format.layouts import (
     CODEC_AT_21,
     DETECT,
     ENGINES,
-    FINGERPRINTED,
     HEADER_72,
     LAYOUTS,
     NO_ABI,
@@ -46,7 +45,7 @@ C = chat_text(30_000)
 
 def head(family: int, **kw: object) -> Header:
     """A valid header of `family` (its ABI as its writer stamps it)."""
-    abi = {V1: 2, CODEC_AT_21: 2, HEADER_72: 2, CODEC_AT_7: NO_ABI}[family & 0x7F]
+    abi = {V1: 2, CODEC_AT_21: 2, HEADER_72: 2, CODEC_AT_7: NO_ABI}[family]
     fields: dict[str, object] = {
         "quant_bits": 2, "reason": Reason.CONTINUED, "ext_flags": 0, "model_id": 0,
         "tokens": 1000, "hits": 0, "ctx_size": CTX, "abi": abi, "created_at": 1_780_000_000,
@@ -76,7 +75,6 @@ class TestRegistry:
     def test_text_offsets(self) -> None:
         """Texts start after the header and its u32 length: 52, or 76 for the 72-byte one."""
         assert [text_at(c) for c in (V1, CODEC_AT_21, CODEC_AT_7, HEADER_72)] == [52, 52, 52, 76]
-        assert text_at(HEADER_72 | FINGERPRINTED) == 76
 
     def test_entries_by_layout_byte_and_abi(self) -> None:
         """(layout, abi) names one entry: version 1 splits by payload ABI."""
@@ -85,17 +83,18 @@ class TestRegistry:
         assert entry_of(V1, 3) is entry_of(V1, 4) is BY_NAME["gb10"]
         assert entry_of(V1, 7) is None
         assert entry_of(CODEC_AT_7, NO_ABI) is BY_NAME["codec-at-7"]
-        assert entry_of(HEADER_72 | FINGERPRINTED, 2) is BY_NAME["header-72"]
+        assert entry_of(HEADER_72, 2) is BY_NAME["header-72"]
 
     @pytest.mark.parametrize("family", [V1, CODEC_AT_21, CODEC_AT_7, HEADER_72])
     @pytest.mark.parametrize("codec", [0, 1])
     def test_encode_then_read_is_identity(self, family: int, codec: int) -> None:
         """A header written in any layout reads back as itself (with the file's size)."""
         chunk = {CODEC_AT_21: 1 << 24, CODEC_AT_7: 1 << 24}.get(family, 0) if codec else 0
-        extra = (struct.pack("<QQIBB2x", 77, 0, 3, 1, 0) if family == HEADER_72 else b"")
+        fp = 0xFEDC_BA98_7654_3210 if family == HEADER_72 else 0
+        extra = (struct.pack("<QQIBB2x", 77, fp, 3, 1, 0) if family == HEADER_72 else b"")
         model = codec if family == CODEC_AT_7 else 1
         h = head(family, codec=codec if family in (CODEC_AT_21, CODEC_AT_7) else 0,
-                 chunk_size=chunk, extra=extra, model_id=model)  # fmt: skip
+                 chunk_size=chunk, extra=extra, model_id=model, model_fp=fp)  # fmt: skip
         raw = h.encode()
         assert len(raw) == h.text_at
         assert read_header(raw, h.min_file_size, engine=h.layout_name) == h
@@ -174,13 +173,13 @@ class TestNeverGuesses:
 
 class TestWhichEngineReadsWhat:
     CASES = ((V1, 2), (V1, 0), (V1, 3), (V1, 4), (CODEC_AT_21, 2), (CODEC_AT_7, NO_ABI),
-             (HEADER_72, 2), (HEADER_72 | FINGERPRINTED, 2), (V1, 7))  # fmt: skip
+             (HEADER_72, 2), (V1, 7))  # fmt: skip
 
     @pytest.mark.parametrize(
         ("engine", "listed"),
-        [("upstream", "100000000"), ("codec-at-21", "100010000"),
-         ("codec-at-7", "111111000"), ("header-72", "100000110"), ("gb10", "001100000"),
-         (DETECT, "100000000")],
+        [("upstream", "10000000"), ("codec-at-21", "10001000"),
+         ("codec-at-7", "11111100"), ("header-72", "10000010"), ("gb10", "00110000"),
+         (DETECT, "10000000")],
     )  # fmt: skip
     def test_reads(self, engine: str, listed: str) -> None:
         """What each engine lists (its sources; the fixtures' manifest checks
@@ -210,26 +209,60 @@ class TestWhichEngineReadsWhat:
             Reading("legacy")
 
 
+F, G = 0x1234_5678_9ABC_DEF0, 2**64 - 1  # two engines' weights fingerprints
+
+
+def loads(engine_fp: int, file_fp: int) -> bool:
+    """The 72-byte header's engine's load guard (nazerim/ds4 ds4_kvstore.c,
+    kv_cache_find_text_prefix_skip): `if (e->model_fp && e->model_fp !=
+    kc->model_fp) continue;`."""
+    return file_fp in (0, engine_fp)
+
+
 class TestSameEngine:
     @pytest.mark.parametrize(
         ("n", "o", "ok"),
-        [((V1, 2, 0), (V1, 2, 0), True), ((V1, 2, 0), (V1, 0, 0), True),
-         ((V1, 0, 0), (V1, 2, 0), False), ((V1, 2, 0), (V1, 4, 0), False),
-         ((V1, 4, 0), (V1, 3, 0), False), ((V1, 4, 0), (V1, 4, 0), True),
-         ((V1, 2, 0), (V1, 2, 1), False), ((CODEC_AT_21, 2, 0), (V1, 2, 0), False),
-         ((CODEC_AT_21, 2, 0), (CODEC_AT_21, 2, 0), True),
-         ((CODEC_AT_7, NO_ABI, 1), (CODEC_AT_7, NO_ABI, 0), True),  # byte 7 is its codec
-         ((HEADER_72, 2, 0), (HEADER_72, 2, 0), True),
-         ((HEADER_72 | FINGERPRINTED, 2, 0), (HEADER_72 | FINGERPRINTED, 2, 0), False),
-         ((HEADER_72, 2, 0), (HEADER_72 | FINGERPRINTED, 2, 0), False)],
+        [((V1, 2, 0, 0), (V1, 2, 0, 0), True), ((V1, 2, 0, 0), (V1, 0, 0, 0), True),
+         ((V1, 0, 0, 0), (V1, 2, 0, 0), False), ((V1, 2, 0, 0), (V1, 4, 0, 0), False),
+         ((V1, 4, 0, 0), (V1, 3, 0, 0), False), ((V1, 4, 0, 0), (V1, 4, 0, 0), True),
+         ((V1, 2, 0, 0), (V1, 2, 1, 0), False), ((CODEC_AT_21, 2, 0, 0), (V1, 2, 0, 0), False),
+         ((CODEC_AT_21, 2, 0, 0), (CODEC_AT_21, 2, 0, 0), True),
+         ((CODEC_AT_7, NO_ABI, 1, 0), (CODEC_AT_7, NO_ABI, 0, 0), True),  # byte 7 is its codec
+         ((HEADER_72, 2, 0, 0), (HEADER_72, 2, 0, 0), True),
+         ((HEADER_72, 2, 0, F), (HEADER_72, 2, 0, F), True),  # one engine's files
+         ((HEADER_72, 2, 0, G), (HEADER_72, 2, 0, G), True),
+         ((HEADER_72, 2, 0, F), (HEADER_72, 2, 0, G), False),  # two engines'
+         ((HEADER_72, 2, 0, 0), (HEADER_72, 2, 0, F), True),  # N: every engine loads it
+         ((HEADER_72, 2, 0, F), (HEADER_72, 2, 0, 0), False),  # O: every engine, N: one
+         ((HEADER_72, 2, 1, F), (HEADER_72, 2, 0, F), False),  # the model id still counts
+         ((HEADER_72, 2, 0, 0), (V1, 2, 0, 0), False)],  # another family
     )  # fmt: skip
-    def test_rules(self, n: tuple[int, int, int], o: tuple[int, int, int], ok: bool) -> None:
+    def test_rules(self, n: tuple[int, int, int, int], o: tuple[int, int, int, int],
+                   ok: bool) -> None:  # fmt: skip
         """Same family and payload ABI (a current version-1 N also stands in
-        for a legacy O), same model where the layout has one, and never a
-        fingerprinted 72-byte header."""
-        got = same_engine(n_layout=n[0], n_abi=n[1], n_model=n[2], o_layout=o[0], o_abi=o[1],
-                          o_model=o[2])  # fmt: skip
+        for a legacy O), same model where the layout has one, and a
+        fingerprint of N's that is 0 or O's."""
+        got = same_engine(n_layout=n[0], n_abi=n[1], n_model=n[2], n_fp=n[3], o_layout=o[0],
+                          o_abi=o[1], o_model=o[2], o_fp=o[3])  # fmt: skip
         assert bool(got) is ok
+
+    def test_the_fingerprint_rule_is_the_engines_load_guard(self) -> None:
+        """N stands in for O exactly when every engine that loads O loads N,
+        over engines of every fingerprint (0 included: an engine whose model
+        path is missing); and the relation is transitive, which the sweep's
+        covered flags rely on."""
+        fps = (0, 1, F, G)
+        engines = (*fps, 2)  # and one whose fingerprint no file carries
+        n, o = np.array(fps * 4, dtype=np.uint64), np.repeat(np.array(fps, dtype=np.uint64), 4)
+        got = same_engine(n_layout=HEADER_72, n_abi=2, n_model=0, n_fp=n, o_layout=HEADER_72,
+                          o_abi=2, o_model=0, o_fp=o)  # fmt: skip
+        for nf, of, ok in zip(n.tolist(), o.tolist(), got.tolist(), strict=True):
+            assert ok is all(loads(e, nf) for e in engines if loads(e, of)), (nf, of)
+        stands = {(nf, of) for nf, of, ok in zip(n.tolist(), o.tolist(), got.tolist(),
+                                                 strict=True) if ok}  # fmt: skip
+        for a, b in stands:
+            for c in fps:
+                assert (b, c) not in stands or (a, c) in stands, (a, b, c)
 
     def test_supersession_stays_within_a_layout(self) -> None:
         """Of three nested continued files of one text, in three layouts, the
