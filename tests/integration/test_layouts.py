@@ -270,3 +270,70 @@ def test_the_start_up_helper_reads_as_the_engine_does(monkeypatch: pytest.Monkey
         assert [b.why for b in invalid] == ["other_layout"] * 60
     else:
         assert len(core.index) == 60 and invalid == []
+
+
+class TestFingerprints:
+    """The nazerim/ds4 engine stamps its weights fingerprint on every file
+    it writes (bytes 56..63) and loads a file whose fingerprint is 0 or its
+    own. Its chain A with fingerprints set: the 2048-token file goes when
+    the 4096-token one can serve everyone who loads it, at start-up and when
+    the 4096 lands alike (tests/unit/test_fingerprints.py: the same cases
+    through the pure core)."""
+
+    F, G = 0x9E3779B97F4A7C15, 2**64 - 1
+    # (fingerprint of the cold 1024, of the 2048 (O), of the 4096 (N)), does O go?
+    CASES = (
+        pytest.param((F, F, F), True, id="one-engine"),
+        pytest.param((G, G, F), False, id="two-engines"),
+        pytest.param((G, G, 0), True, id="N-loaded-by-every-engine"),
+        pytest.param((0, 0, F), False, id="O-loaded-by-every-engine"),
+    )
+    MARKER = "080f61fce8c053f1eb2f1a78fe084c20ebe2b85f.kv"  # an evict file: never goes
+
+    @classmethod
+    def write(cls, cache: Path, name: str, fp: int) -> None:
+        """The fixture as the engine whose fingerprint is `fp` stores it
+        (written aside, then renamed into place)."""
+        raw = bytearray((LAYOUTS / "nazerim-v2-72-byte-header" / name).read_bytes())
+        raw[56:64] = fp.to_bytes(8, "little")
+        temp = cache / f"{name}.tmp.4242"
+        temp.write_bytes(bytes(raw))
+        temp.rename(cache / name)
+
+    @pytest.mark.parametrize(("fps", "gone"), CASES)
+    def test_at_start_up(self, run_cli: Any, tmp_path: Path, fps: tuple[int, int, int],
+                         gone: bool) -> None:  # fmt: skip
+        """All files there before kvgroomd starts: ls and a groom pass agree."""
+        cache = tmp_path / "kv"
+        cache.mkdir()
+        for name, fp in zip((COLD_1024, CONTINUED_2048, CONTINUED_4096), fps, strict=True):
+            self.write(cache, name, fp)
+        self.write(cache, self.MARKER, self.F)
+        cfg = config(tmp_path / "c.yaml", cache, engine={"layout": "header-72"})
+        rows = {r["name"]: r for r in json.loads(run_cli("ls", "--config", cfg,
+                                                         "--json").stdout)["snapshots"]}  # fmt: skip
+        assert rows[CONTINUED_2048]["superseded_by"] == (CONTINUED_4096[:40] if gone else None)
+        assert set(unlinked(groom(run_cli, cfg))) == ({CONTINUED_2048} if gone else set())
+        assert (cache / CONTINUED_2048).exists() is not gone
+
+    @pytest.mark.parametrize(("fps", "gone"), CASES)
+    def test_when_the_longer_file_lands(self, start_daemon: Any, tmp_path: Path,
+                                        fps: tuple[int, int, int], gone: bool) -> None:  # fmt: skip
+        """The daemon runs; the 4096 lands after the rest: the same verdict."""
+        cache = tmp_path / "kv"
+        cache.mkdir()
+        self.write(cache, COLD_1024, fps[0])
+        self.write(cache, CONTINUED_2048, fps[1])
+        d = start_daemon(cache_dir=cache, protect_new=0, engine={"layout": "header-72"})
+        assert d.events("daemon.ready")[0]["snapshots"] == 2
+        self.write(cache, CONTINUED_4096, fps[2])
+        d.wait_for("snapshot.added", sha=CONTINUED_4096[:40])
+        # Events are handled in order: once the next file is in, the 4096's
+        # landing has been carried out whole.
+        self.write(cache, self.MARKER, self.F)
+        d.wait_for("snapshot.added", sha=self.MARKER[:40])
+        gone_now = {Path(r["path"]).name for r in d.events("snapshot.unlinked")}
+        assert gone_now == ({CONTINUED_2048} if gone else set())
+        if gone:
+            assert d.events("snapshot.unlinked")[0]["superseded_by"] == CONTINUED_4096[:40]
+        assert (cache / CONTINUED_2048).exists() is not gone
