@@ -14,7 +14,7 @@ import pytest
 SNAPSHOT_KEYS = {
     "name", "sha", "reason", "reason_code", "tokens", "hits", "size", "created_at",
     "last_used", "age_s", "idle_s", "model_id", "quant_bits", "ctx_size", "abi", "layout",
-    "engine_visible", "ext_flags", "text_bytes", "payload_bytes", "score", "rank",
+    "model_fp", "engine_visible", "ext_flags", "text_bytes", "payload_bytes", "score", "rank",
     "protected", "chain", "chain_size", "covered", "superseded_by", "leak",
 }  # fmt: skip
 OTHER_KEYS = {"name", "kind", "why", "detail", "size", "mtime"}

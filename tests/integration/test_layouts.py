@@ -313,6 +313,9 @@ class TestFingerprints:
         rows = {r["name"]: r for r in json.loads(run_cli("ls", "--config", cfg,
                                                          "--json").stdout)["snapshots"]}  # fmt: skip
         assert rows[CONTINUED_2048]["superseded_by"] == (CONTINUED_4096[:40] if gone else None)
+        # Why two files pair or not is visible: each one's fingerprint.
+        assert [rows[n]["model_fp"] for n in (COLD_1024, CONTINUED_2048, CONTINUED_4096)] == [
+            f"{fp:016x}" for fp in fps]
         assert set(unlinked(groom(run_cli, cfg))) == ({CONTINUED_2048} if gone else set())
         assert (cache / CONTINUED_2048).exists() is not gone
 
