@@ -31,8 +31,9 @@ from kvgroomd.core.index import (
     parse_names,
 )
 from kvgroomd.daemon.pinned import PinnedDir
+from kvgroomd.format.bulk import classify
 from kvgroomd.format.header import PREFIX_BYTES, Header, Reason, Unparsable, read_header
-from kvgroomd.format.layouts import ROW_FIELDS, Reading, classify
+from kvgroomd.format.layouts import ROW_FIELDS, Reading
 from kvgroomd.format.names import SnapshotName
 from kvgroomd.format.prefix import FIRST_READ, TAIL_BYTES, batch_keys, tail_of, text_keys
 

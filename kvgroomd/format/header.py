@@ -1,7 +1,7 @@
 """The ds4 snapshot header: read and written in every known layout.
 
 Pure: bytes in, values out. The layouts themselves are data (layouts.py);
-this module interprets them for one file (the bulk reader, layouts.classify,
+this module interprets them for one file (the bulk reader, bulk.classify,
 for many at once). Reading files is `read.py`'s job; deciding what to
 do with a snapshot is the policies'. A file that does not parse is *invisible*
 to the engine, so it is never a reason to delete anything.
@@ -258,7 +258,7 @@ def read_header(raw: bytes, file_size: int | None = None, *,
 
     With `engine` naming the engine's layout, that layout wins where several
     would read the file; with DETECT such a file is `unknown_format`. The
-    verdict is the bulk reader's (`layouts.classify`), byte for byte."""
+    verdict is the bulk reader's (`bulk.classify`), byte for byte."""
     if len(raw) < MIN_HEADER:
         return Unparsable("short", f"{len(raw)} of {MIN_HEADER} header bytes")
     magic = bytes(raw[:3])

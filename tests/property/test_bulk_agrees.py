@@ -4,7 +4,7 @@ a u64 that wrapped in the bulk path once made a file valid there and
 invalid here).
 
 The pure halves are compared directly (format/header.read_header against
-format/layouts.classify over an in-memory buffer), many headers at once;
+format/bulk.classify over an in-memory buffer), many headers at once;
 tests/property/test_fuzz_header.py compares the file-reading halves
 (read_snapshot against read_many) on mutated real files.
 """
@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from kvgroomd.core.index import Index, Snapshot, snapshot_of
 from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import Invalid, read_many, read_snapshot
+from kvgroomd.format.bulk import classify
 from kvgroomd.format.header import Header, Reason, Unparsable, read_header
 from kvgroomd.format.layouts import (
     CODEC_AT_7,
@@ -35,7 +36,6 @@ from kvgroomd.format.layouts import (
     ROW_FIELDS,
     V1,
     Reading,
-    classify,
 )
 from kvgroomd.format.names import SnapshotName
 from tests.property.spec import spec_layout
