@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -29,6 +29,10 @@ from kvgroomd.format.header import PREFIX_BYTES
 from kvgroomd.format.prefix import FIRST_READ, tail_of, text_keys
 
 _AVAILABLE = FIRST_READ - PREFIX_BYTES  # text bytes the daemon's first read holds
+
+# `SimGroomer(before_unlink=...)`: given a decision about to be carried out and
+# the time, the result to settle it with instead, or None to carry it out.
+BeforeUnlink = Callable[[Decision, float], Result | None]
 
 
 class Disk(Protocol):
@@ -105,11 +109,20 @@ class SimTexts:
 
 
 class SimGroomer:
-    """The core, hearing the simulated engine's directory as the daemon hears a real one."""
+    """The core, hearing the simulated engine's directory as the daemon hears a real one.
+
+    `before_unlink` is the replay's hook into the deleter's part (`BeforeUnlink`).
+    """
 
     def __init__(self, rules: Rules, disk: Disk, *, reconcile_interval: float = 300.0,
-                 latency: float = 0.0) -> None:  # fmt: skip
+                 latency: float = 0.0,
+                 before_unlink: BeforeUnlink | None = None) -> None:  # fmt: skip
         self.core = Groomer(rules)
+        # Asked before each unlink (not in a dry run) what the deleter would
+        # find instead: a replayed trace knows the engine used a file just
+        # before kvgroomd's unlink reached it (sim/tracereplay.py), so the
+        # unlink loses there as it did live (Result.GONE, Result.CHANGED).
+        self.before_unlink = before_unlink
         # The daemon hears a change this long after it happens (inotify, then
         # reading the file): what the engine does meanwhile (the lookup right
         # after an evict save, the rest of a burst of stores) comes first.
@@ -200,6 +213,8 @@ class SimGroomer:
         """daemon/apply.py's part: unlink if still the version judged."""
         if self.core.rules.dry_run:
             return Result.WOULD_UNLINK
+        if self.before_unlink is not None and (instead := self.before_unlink(d, now)) is not None:
+            return instead
         current = self.disk.index.fingerprint(d.name)
         if current is None:
             return Result.GONE

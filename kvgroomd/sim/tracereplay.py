@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -84,21 +84,6 @@ class _Disk(MemStore):
         if self.used is not None:
             header = replace(header, last_used=self.used)
         super().touch(name, header, now)
-
-
-class _Groomer(SimGroomer):
-    """SimGroomer whose unlinks lose to an engine use of the file that the
-    trace records within LAG_S (the daemon saw it late, the engine did it first)."""
-
-    def __init__(self, rules: Rules, disk: _Disk, *, reconcile_interval: float,
-                 used_soon: Callable[[str, float], bool]) -> None:  # fmt: skip
-        super().__init__(rules, disk, reconcile_interval=reconcile_interval)
-        self.used_soon = used_soon
-
-    def _apply(self, d: Decision, now: float) -> Result:
-        if not self.core.rules.dry_run and self.used_soon(d.name, now):
-            return Result.GONE  # the core forgets it; the engine's use shows it again
-        return super()._apply(d, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,9 +396,9 @@ class _Replay:
         self.disk = _Disk()
         self.model = EngineModel(self.disk, self.params, budget=setup.engine_budget,
                                  reject_different_quant=setup.rules.strict_quant)  # fmt: skip
-        self.groomer = _Groomer(replace(setup.rules, prefixes=False), self.disk,
-                                reconcile_interval=setup.reconcile_interval,
-                                used_soon=self._used_soon)  # fmt: skip
+        self.groomer = SimGroomer(replace(setup.rules, prefixes=False), self.disk,
+                                  reconcile_interval=setup.reconcile_interval,
+                                  before_unlink=self._race)  # fmt: skip
         self.names: dict[str, str] = {}
         self.ids: dict[str, str] = {}  # replay name -> trace id
         self.uses = _uses(prep.events, prep.hits)
@@ -427,13 +412,15 @@ class _Replay:
             self.ids[name] = fid
         return name
 
-    def _used_soon(self, name: str, now: float) -> bool:
-        """The trace records the engine using `name` within LAG_S of `now`."""
-        times = self.uses.get(self.ids.get(name, ""))
+    def _race(self, d: Decision, now: float) -> Result | None:
+        """An unlink loses (GONE: the core forgets the file; the engine's use
+        shows it again) when the trace records the engine using the file
+        within LAG_S of `now` (the daemon saw it late, the engine did it first)."""
+        times = self.uses.get(self.ids.get(d.name, ""))
         if not times:
-            return False
+            return None
         i = bisect.bisect_left(times, now)
-        return i < len(times) and times[i] <= now + LAG_S
+        return Result.GONE if i < len(times) and times[i] <= now + LAG_S else None
 
     def run(self) -> Outcome:
         events, prep = self.prep.events, self.prep
