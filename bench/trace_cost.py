@@ -4,9 +4,11 @@ In-process, on the daemon's own code: `DiskGroomer.landed` for engine hits
 (a header rewritten in place) and for new stores (a `continued` snapshot
 extending one on disk), over a directory of `--files` snapshots, with the
 trace on and off (alternating, many trials, medians); and the recorder alone
-(`Recorder.note`) per note, its buffered writes included.
+(`Recorder.note`) per note, its buffered writes included. `--gone` files are
+removed first (the engine evicts them), so the recorder checks each store
+against that many removed files (daemon/tracegone.py: its window is 1,024).
 
-    .venv/bin/python bench/trace_cost.py [--files 1000] [--trials 2000]
+    .venv/bin/python bench/trace_cost.py [--files 1000] [--trials 2000] [--gone 1024]
 """
 
 from __future__ import annotations
@@ -46,15 +48,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--trials", type=int, default=2000)
+    ap.add_argument("--gone", type=int, default=1024)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         cache = base / "kv"
-        populate(cache, args.files, seed=1)
+        populate(cache, args.files + args.gone, seed=1)
         engine = Engine(cache, budget_bytes=None)
         on = _groomer(cache, base / "state" / "t.jsonl")
         off = _groomer(cache, None)
-        names = sorted(p.name for p in cache.iterdir())[: 200]
+        everything = sorted(p.name for p in cache.iterdir())
+        for name in everything[args.files :]:  # the engine evicts them
+            engine.files.delete(name, "evict", time.time())
+            for g in (on, off):
+                g.gone(name)
+        names = everything[:200]
         hits: dict[str, list[float]] = {"off": [], "on": []}
         for i in range(args.trials):
             name = names[i % len(names)]
@@ -82,7 +90,8 @@ def main() -> None:
         per_note = (time.perf_counter() - t) / 100_000
         on.trace.close()
         size = sum(p.stat().st_size for p in (base / "state").glob("t.jsonl*"))
-    print(f"{args.files} snapshots on disk, {args.trials} hits, {len(stores['on'])} stores")
+    print(f"{args.files} snapshots on disk ({args.gone} removed before), {args.trials} hits, "
+          f"{len(stores['on'])} stores")
     print("| event | trace off (median) | trace on (median) | difference |")
     print("|---|---|---|---|")
     for label, xs in (("engine hit -> landed()", hits), ("new continued -> landed()", stores)):

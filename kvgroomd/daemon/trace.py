@@ -3,9 +3,11 @@
 Shell, and a thin one. DiskGroomer hands it every note the core makes (a
 file landed, was rewritten in place, left; which files a new text strictly
 extends), every decision with what became of it, the state at start-up; the
-daemon hands it the config on a reload. It writes lines in the format of
-`kvgroomd.sim.trace` (which the replay reads): no prompt text, only keyed
-hashes of the names, lengths and prefix relations.
+daemon hands it the config on a reload. It adds what the core cannot know:
+which removed files each landing extends (daemon/tracegone.py), and why the
+engine removed a file (told by the landing after it). It writes lines in
+the format of `kvgroomd.sim.trace` (which the replay reads): no prompt
+text, only keyed hashes of the names, lengths and prefix relations.
 
 Buffered: a record is a string appended to a list; the list is written with
 one write(2) when it holds FLUSH_BYTES, or when the loop wakes up and the
@@ -40,13 +42,14 @@ from kvgroomd import log as events
 from kvgroomd.config import Config, ConfigError, TraceSettings, trace_inside
 from kvgroomd.core.decision import Decision, Result
 from kvgroomd.core.groomer import Groomer, Note, Texts
-from kvgroomd.core.supersede import prefixes_of
+from kvgroomd.core.index import TAIL_KNOWN
 from kvgroomd.daemon.apply import state_directory
+from kvgroomd.daemon.tracegone import GoneTexts
 from kvgroomd.format.header import Header, Reason
 from kvgroomd.sim import trace as fmt
 
 if TYPE_CHECKING:
-    from kvgroomd.core.index import Index
+    from kvgroomd.core.index import Index, Snapshot
 
 FLUSH_BYTES = 64 * 1024
 FLUSH_S = 2.0
@@ -56,15 +59,14 @@ PENDING_S = 10.0
 # kvgroomd's own unlinks this recent may not have happened yet when the
 # engine listed the directory for the eviction now seen: counted as there.
 RACE_S = 2.0
+# The watcher reports a file the deleter renamed aside and put back (gone,
+# then landed) this soon after; a removal of it later is the engine's.
+PUT_BACK_S = 2.0
 KEY_FILE = "trace.key"
 _CODES = {r.label: int(r) for r in Reason}
 _GONE = (Result.UNLINKED, Result.GONE)
 _SAVES = (Reason.EVICT.label, Reason.SHUTDOWN.label)
 _SINCE_SAVE_MAX = 4096  # stores of one request; a server that never switches stops here
-# Saves (evict, shutdown) removed lately, that a new save may extend: the
-# core proves relations only between files on disk together, and a session's
-# next save is the text a replay most needs to know extends its last one.
-GONE_SAVES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,9 @@ class _Removed:
     text_bytes: int
     usage: int  # bytes in the directory before it, as the engine may have seen them
     consumable: bool  # it landed before the last session switch (evict/shutdown save)
+    # The size of the first landing after it, when that landing's text could
+    # not be read (gone already): the next landing's text tells instead.
+    next_size: int | None = None
 
 
 class Recorder:
@@ -104,11 +109,15 @@ class Recorder:
         # Engine removals waiting for the next landing, which tells why (_resolve)
         self._removed: list[_Removed] = []
         self._since_save: set[str] = set()  # landed since the last evict/shutdown save
-        # Saves removed lately, name -> text_bytes (GONE_SAVES)
-        self._gone_saves: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._new_saves: list[str] = []  # saves landed: do they extend a removed one? (idle)
+        # Files removed lately, and landings to check against them (X records
+        # the core cannot make: it proves relations among files present).
+        self._gone = GoneTexts()
         self.texts: Texts | None = None
         self._unlinked: collections.deque[tuple[float, int]] = collections.deque()  # (mono, size)
+        # Files kvgroomd's deleter renamed aside and put back (it found them
+        # changed): the watcher then reports them gone and landed again, which
+        # is no removal by the engine (name -> mono time).
+        self._put_back: dict[str, float] = {}
         self.version = version()  # the header says which kvgroomd wrote it
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
@@ -128,6 +137,8 @@ class Recorder:
         """A note of the core (daemon/groom.py logs each one): landings,
         in-place rewrites, removals by the engine, proven prefix relations."""
         event, f = note.event, note.fields
+        if self._gone.waiting and event != events.UPDATED:
+            self._extend_gone()  # before what this change may remove
         if event == events.UPDATED:
             self._add(fmt.UPDATED, self._id(f["name"]), f["hits"], f["last_used"], f["size"])
         elif event in (events.ADDED, events.REPLACED):
@@ -137,14 +148,16 @@ class Recorder:
                 self._resolve(f["size"], fid, f["name"])
             if f["reason"] in _SAVES:  # a session switch: the lookup comes next
                 self._since_save.clear()
-                if self._gone_saves and len(self._new_saves) < GONE_SAVES:
-                    self._new_saves.append(f["name"])
             elif len(self._since_save) < _SINCE_SAVE_MAX:
                 self._since_save.add(fid)
+            family, tail = self._keys(f["name"])
             self._add(kind, fid, _CODES.get(f["reason"], 0), f["tokens"], f["size"],
                       f["text_bytes"], f["model_id"], f["quant_bits"], f["ctx_size"],
-                      f["created_at"], f["hits"], f["last_used"],
-                      self._family(f["name"]))  # fmt: skip
+                      f["created_at"], f["hits"], f["last_used"], family)  # fmt: skip
+            self._gone.landed(f["name"], tail)
+            if self._gone.full or (self.core is not None
+                                   and f["name"] in self.core.ledger.pending):  # fmt: skip
+                self._extend_gone(f["name"])  # kvgroomd removes it next: read it now
         elif event == events.EXTENDS:
             fid = self._id(f["name"])
             known = self._extends.setdefault(fid, set())
@@ -153,8 +166,10 @@ class Recorder:
                 known.update(new)
                 self._add(fmt.EXTENDS, fid, new)
         elif event == events.REMOVED:
-            if f["reason"] in _SAVES:
-                self._save_gone(f["name"], int(f.get("text_bytes", 0)))
+            back = self._put_back.pop(f["name"], None)
+            if back is not None and back >= self.mono() - PUT_BACK_S:
+                return  # our own rename aside, seen late
+            self._gone.removed(f["name"], int(f.get("text_bytes", 0)))
             self._engine_removed(f["name"], int(f.get("tokens", 0)), int(f.get("text_bytes", 0)),
                                  int(f["dir_bytes"]) + int(f["size"]))  # fmt: skip
 
@@ -165,8 +180,9 @@ class Recorder:
         self._add(fmt.DECIDED, fid, str(d.cause), str(result),
                   None if by is None else self._id(f"{by}.kv"))  # fmt: skip
         h = Header.parse(d.header) if d.header is not None and result in _GONE else None
-        if isinstance(h, Header) and h.reason.label in _SAVES:
-            self._save_gone(d.name, h.text_bytes)
+        if isinstance(h, Header):
+            snap = self.core.ledger.pending.get(d.name) if self.core is not None else None
+            self._gone.removed(d.name, h.text_bytes, None if snap is None else snap.tail)
         if result is Result.GONE and d.header is not None:  # the engine came first
             usage = self.core.usage if self.core is not None else 0
             if isinstance(h, Header):
@@ -174,6 +190,12 @@ class Recorder:
         elif result in _GONE:
             self._extends.pop(fid, None)
             self._unlinked.append((self.mono(), d.seen.size))
+        elif result in (Result.CHANGED, Result.REFUSED):
+            now = self.mono()
+            if len(self._put_back) > 1024:  # reports that never came: forget them
+                self._put_back = {k: v for k, v in self._put_back.items()
+                                  if v > now - PUT_BACK_S}  # fmt: skip
+            self._put_back[d.name] = now
 
     def present(self, decided: list[Decision]) -> None:
         """The start-up scan's result: every file found, the indexed ones and
@@ -182,7 +204,7 @@ class Recorder:
         for d in decided:
             if d.header is not None and isinstance(h := Header.parse(d.header), Header):
                 extra.append((d.name, h, d.seen.size))
-        self._state(extra)
+        self._state(extra, start=True)
 
     def reloaded(self, config: Config) -> None:
         """A reload put `config` in force."""
@@ -204,8 +226,8 @@ class Recorder:
         now = self.mono()
         if self._removed and now >= self._removed[0].mono + PENDING_S:
             self._resolve(None, None, None)
-        if self._new_saves:
-            self._extend_gone_saves()
+        if self._gone.waiting:
+            self._extend_gone()
         if self._buf and now >= self._since + FLUSH_S:
             self.flush()
 
@@ -235,8 +257,8 @@ class Recorder:
         """Write what is left and close the file."""
         if self._removed:
             self._resolve(None, None, None)
-        if self._new_saves:
-            self._extend_gone_saves()
+        if self._gone.waiting:
+            self._extend_gone()
         self.flush()
         with contextlib.suppress(OSError):
             os.close(self._fd)
@@ -260,60 +282,65 @@ class Recorder:
     def _resolve(self, next_size: int | None, next_id: str | None,
                  next_name: str | None) -> None:  # fmt: skip
         """Write the waiting engine removals, their cause told by the landing
-        that came next (None: none in PENDING_S)."""
+        that came next (None: none in PENDING_S). A removal that may be a
+        consume waits on when that landing's text cannot be read (the next
+        store of the live session tells as well)."""
         budget, cold_max = self.config.engine_budget, self.config.engine.cold_max_tokens
-        text = None
+        text: bytes | None = None
+        read = False
+        waiting = []
         for r in self._removed:
+            size = next_size if r.next_size is None else r.next_size
             extended = False
-            if next_name is not None and 0 < cold_max < r.tokens:  # a consume, or an eviction?
+            if next_name is not None and r.consumable and 0 < cold_max < r.tokens and (
+                    r.id != next_id):  # a consume, or an eviction?  # fmt: skip
+                if not read:
+                    text, read = self._text(next_name), True
                 if text is None:
-                    text = self._text(next_name) or b""
+                    waiting.append(replace(r, next_size=size))
+                    continue
                 extended = len(text) > r.text_bytes and hashlib.sha1(
                     text[: r.text_bytes], usedforsecurity=False).hexdigest() == r.name[:40].lower()
-            cause = fmt.engine_cause(r.tokens, r.usage, next_size, engine_budget=budget,
+            cause = fmt.engine_cause(r.tokens, r.usage, size, engine_budget=budget,
                                      cold_max_tokens=cold_max, same_name=r.id == next_id,
                                      extended=extended, consumable=r.consumable)  # fmt: skip
             self._line(fmt.line(fmt.ENGINE, r.t, r.id, cause))
-        self._removed.clear()
+        self._removed = waiting
 
-    def _save_gone(self, name: str, text_bytes: int) -> None:
-        self._gone_saves[name] = text_bytes
-        self._gone_saves.move_to_end(name)
-        while len(self._gone_saves) > GONE_SAVES:
-            self._gone_saves.popitem(last=False)
+    def _extend_gone(self, only: str | None = None) -> None:
+        """X records for the landings waiting (or `only`): which removed files
+        each strictly extends (daemon/tracegone.py)."""
+        for name, olds in self._gone.check(self._text, only):
+            self._add(fmt.EXTENDS, self._id(name), [self._id(o) for o in olds])
 
-    def _extend_gone_saves(self) -> None:
-        """Which removed saves each new save strictly extends (one SHA-1 pass
-        over its text): X records the core could not prove, its older text
-        being gone. Run when the loop is idle, not on the event path."""
-        for name in self._new_saves:
-            text = self._text(name)
-            if not text:
-                continue
-            olds = [(n, k) for n, k in self._gone_saves.items() if 0 < k < len(text)]
-            if not olds:
-                continue
-            found = prefixes_of(text, bytes.fromhex(name[:40]), [k for _, k in olds],
-                                [bytes.fromhex(n[:40]) for n, _ in olds])  # fmt: skip
-            ids = [self._id(n) for (n, _), yes in zip(olds, found or [], strict=False) if yes]
-            if ids:
-                self._add(fmt.EXTENDS, self._id(name), ids)
-        self._new_saves.clear()
-
-    def _family(self, name: str) -> str:
-        """The text family of an indexed file (its head key, keyed-hashed)."""
+    def _keys(self, name: str) -> tuple[str, int | None]:
+        """A landing's text family (its head key, keyed-hashed) and its tail
+        (its last 8 text bytes, None when not known)."""
         if self.core is None:
-            return ""
+            return "", None
         row = self.core.index.row_of(name)
-        return "" if row is None else self.ids.family(int(self.core.index.columns()["head"][row]))
+        if row is not None:
+            r = self.core.index.columns()[row]
+            return self.ids.family(int(r["head"])), int(r["tail"]) if (
+                int(r["flags"]) & TAIL_KNOWN) else None  # fmt: skip
+        snap = self._snap(name)
+        return ("", None) if snap is None else (self.ids.family(snap.head), snap.tail)
+
+    def _snap(self, name: str) -> Snapshot | None:
+        """A landing as the core took it: indexed, or decided on already (a
+        file kvgroomd removes at once, e.g. for the budget, is out of the
+        index until the deleter settles it, and still on disk meanwhile)."""
+        if self.core is None:
+            return None
+        return self.core.index.get(name) or self.core.ledger.pending.get(name)
 
     def _text(self, name: str) -> bytes | None:
-        """The text of an indexed file (a landing's), if it can be read."""
-        if self.core is None or self.texts is None:
+        """The text of a landing, if it can be read."""
+        snap = self._snap(name)
+        if snap is None or self.texts is None:
             return None
-        snap = self.core.index.get(name)
         try:
-            return None if snap is None else self.texts.text(snap)
+            return self.texts.text(snap)
         except OSError:
             return None
 
@@ -358,20 +385,20 @@ class Recorder:
         self._fd = self._open()
         self._size = 0
         self._begin(start=False)
-        self._state([])
+        self._state([], start=False)
         data = ("\n".join(self._buf) + "\n").encode()
         self._buf.clear()
         self._buf_bytes = 0
         os.write(self._fd, data)
         self._size = len(data)
 
-    def _state(self, extra: list[tuple[str, Header, int]]) -> None:
+    def _state(self, extra: list[tuple[str, Header, int]], *, start: bool) -> None:
         """P records of every indexed file (and `extra`), the relations
         known among them, then S."""
         count = 0
         present: set[str] = set()
         if self.core is not None:
-            count += self._indexed(self.core.index, present)
+            count += self._indexed(self.core.index, present, start=start)
         for name, h, size in extra:
             fid = self._id(name)
             present.add(fid)
@@ -386,7 +413,7 @@ class Recorder:
                 self._add(fmt.EXTENDS, fid, keep)
         self._add(fmt.STATE, count)
 
-    def _indexed(self, index: Index, present: set[str]) -> int:
+    def _indexed(self, index: Index, present: set[str], *, start: bool) -> int:
         cols = index.columns()
         names = index.names_at(np.arange(len(cols)))
         fields = ("reason", "tokens", "size", "text_bytes", "model_id", "quant_bits",
@@ -397,6 +424,11 @@ class Recorder:
             fid = self._id(name)
             present.add(fid)
             self._add(fmt.PRESENT, fid, *(c[i] for c in columns), self.ids.family(heads[i]))
+        if start:  # the files found: their tails, should the engine remove them
+            tails = np.where(cols["flags"] & TAIL_KNOWN, cols["tail"], 0).tolist()
+            newest = np.argsort(cols["created_at"], kind="stable")[-self._gone.tails_kept :]
+            for i in newest.tolist():
+                self._gone.seen(names[i], tails[i] or None)
         return len(names)
 
 

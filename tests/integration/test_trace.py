@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -18,7 +20,7 @@ import structlog
 from kvgroomd.config import Config, TraceSettings
 from kvgroomd.core.groomer import Note
 from kvgroomd.daemon.groom import DiskGroomer
-from kvgroomd.daemon.trace import FLUSH_BYTES, open_trace
+from kvgroomd.daemon.trace import FLUSH_BYTES, Recorder, open_trace
 from kvgroomd.format.header import Reason
 from kvgroomd.sim import trace as fmt
 from kvgroomd.sim.tracecli import read_trace, trace_files
@@ -105,6 +107,67 @@ class TestRecording:
         assert (ids.of(second.name), ids.of(first.name)) in pairs
         assert (ids.of(other.name), ids.of(first.name)) not in pairs
 
+    def test_a_consume_is_told_by_a_landing_kvgroomd_removes_at_once(self, tmp_path):
+        """The engine consumes a long save (a hit that unlinks it); the live
+        session's next store extends it and lands over kvgroomd's budget, so
+        kvgroomd decides to remove it at once (out of the index): the recorder
+        still reads its text, and records a consume (a hit), not an eviction."""
+        groomer, recorder, engine = _in_process(tmp_path, budget=500 * MiB)
+        conv = conversation(7, 42000)
+        save = engine.store(conv.text(31000), 31000, Reason.EVICT)  # over cold_max_tokens
+        groomer.landed(save.name, time.time())
+        assert engine.lookup(conv.text(41000)).consumed
+        groomer.gone(save.name)
+        nxt = engine.store(conv.text(40960), 40960, Reason.CONTINUED)
+        groomer.landed(nxt.name, time.time())
+        assert not nxt.exists()  # kvgroomd removed it for its budget
+        recorder.close()
+        trace = read_trace(recorder.path)
+        causes = {e.id.split(":")[1]: e.cause for e in trace.events if e.kind == fmt.ENGINE}
+        assert causes == {recorder.ids.of(save.name): fmt.CONSUMED}
+
+    def test_a_landing_extends_files_removed_before_it_whatever_their_reason(self, tmp_path):
+        """A checkpoint the engine evicted, then a longer one of the session
+        that kvgroomd removes at once: the trace knows the longer extends the
+        evicted (the core proves relations only among files present)."""
+        groomer, recorder, engine = _in_process(tmp_path, budget=300 * MiB)
+        conv = conversation(8, 21000)
+        first = engine.store(conv.text(10240), 10240, Reason.CONTINUED)
+        groomer.landed(first.name, time.time())
+        engine.files.delete(first.name, "evict", time.time())  # the engine evicts it
+        groomer.gone(first.name)
+        other = engine.store(conversation(9, 3000).text(3000), 3000, Reason.EVICT)
+        groomer.landed(other.name, time.time())
+        second = engine.store(conv.text(20480), 20480, Reason.CONTINUED)
+        groomer.landed(second.name, time.time())
+        assert not second.exists()  # kvgroomd removed it for its budget
+        recorder.close()
+        pairs = {(n.split(":")[1], o.split(":")[1]) for n, o in read_trace(recorder.path).relations}
+        ids = recorder.ids
+        assert (ids.of(second.name), ids.of(first.name)) in pairs
+        assert (ids.of(other.name), ids.of(first.name)) not in pairs
+
+    def test_a_file_the_deleter_puts_back_was_not_removed_by_the_engine(self, tmp_path):
+        """kvgroomd decides to unlink a file the engine has just hit: its deleter
+        renames it aside, finds the header changed and puts it back. The watcher
+        then reports it gone and landed again: no engine removal, one hit."""
+        groomer, recorder, engine = _in_process(tmp_path, budget=1 << 40)
+        path = engine.store(conversation(3, 3000).text(3000), 3000, Reason.EVICT)
+        groomer.landed(path.name, time.time())
+        st = path.stat()
+        engine.touch(path.name)  # a hit the daemon has not read yet, at the same mtime
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        groomer.core.reconfigure(replace(groomer.core.rules, budget=1))
+        groomer.tick(time.time())  # decided, renamed aside, put back: changed
+        assert path.exists()
+        groomer.gone(path.name)  # what the watcher saw of the rename and the link back
+        groomer.landed(path.name, time.time())
+        recorder.close()
+        events = sorted(read_trace(recorder.path).events, key=lambda e: e.t)
+        assert any(e.kind == fmt.DECIDED and e.result == "changed" for e in events)
+        assert not [e for e in events if e.kind == fmt.ENGINE]
+        assert sum(fmt.hit_counts(events)[0]) == 1
+
     def test_a_trace_inside_the_cache_dir_is_refused(self, cache_dir, tmp_path, run_cli):
         """trace: <cache_dir>/x is a config error naming file, line and key (exit 3)."""
         cfg = tmp_path / "kvgroomd.yaml"
@@ -116,6 +179,22 @@ class TestRecording:
             assert f"{cfg}:5: trace.path: {cache_dir}/trace.jsonl is inside cache_dir" in (
                 done.stderr)
         assert list(cache_dir.iterdir()) == []
+
+
+def _in_process(tmp_path: Path, *, budget: int) -> tuple[DiskGroomer, Recorder, Engine]:
+    """The daemon's groomer and recorder in this process (events handed over
+    by the test, in the order the daemon would see them) beside an emulator
+    whose engine never evicts; kvgroomd's budget `budget`."""
+    cache = tmp_path / "kv"
+    cache.mkdir()
+    config = Config(cache_dir=cache, budget=budget, protect_new=0.0,
+                    trace=TraceSettings(tmp_path / "state" / "t.jsonl"))  # fmt: skip
+    log = structlog.get_logger()
+    recorder = open_trace(config, log)
+    assert recorder is not None
+    groomer = DiskGroomer(config, log, trace=recorder)
+    groomer.reconcile(time.time(), startup=True)
+    return groomer, recorder, Engine(cache, budget_bytes=None)
 
 
 def wait_for_trace(d, timeout: float = 30.0) -> None:
