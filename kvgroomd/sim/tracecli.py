@@ -20,15 +20,8 @@ from typing import Any
 
 from kvgroomd.config import Config, ConfigError, load_config, parse_engine_budget, with_setting
 from kvgroomd.sim import trace as fmt
-from kvgroomd.sim.tracereplay import (
-    Outcome,
-    Prepared,
-    Setup,
-    engine_of,
-    format_table,
-    prepare,
-    replay,
-)
+from kvgroomd.sim.traceoutcome import Outcome, format_table
+from kvgroomd.sim.tracereplay import Prepared, Setup, engine_of, prepare, replay
 
 RECORDED = "recorded config"
 

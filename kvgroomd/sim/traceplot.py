@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from kvgroomd.sim.tracereplay import Outcome
+    from kvgroomd.sim.traceoutcome import Outcome
 
 GiB = 1 << 30
 

@@ -19,21 +19,28 @@ SimGroomer, core/groomer.py):
   hit (a header rewrite with hits + n, or a consume) and the files its
   prefill stored (`cold`, `continued`), every one a prefix of its prompt;
   and the session's own save at the next switch (its prompt and reply).
-  Replayed as one lookup: the engine model loads the longest surviving
-  prefix of that evidence (the file hit, if this config kept it; a longer
-  one this config kept; a shorter prefix; or nothing), and the request's
-  stores that the loaded file covers are not written again. A miss where
-  the recording hit stores the file hit again (cold) when the engine would
-  store a prompt of that length cold.
+  Replayed as one lookup, right after the save and before kvgroomd hears of
+  the save (as live: the daemon reacts a moment later; unless the recording
+  shows kvgroomd was first that time): the engine model loads the longest
+  surviving prefix of that evidence (the file hit, if this config kept it;
+  a longer one this config kept; a shorter prefix; or nothing), and the
+  request's stores that the loaded file covers are not written again. A
+  miss where the recording hit stores the file hit again (cold) when the
+  engine would store a prompt of that length cold.
 * Removals: the engine's consumes are hits (above); its evictions and
   kvgroomd's decisions are not replayed: the engine model and the core make
-  their own under the config replayed.
+  their own under the config replayed. An unlink the trace shows losing to
+  the engine (a use within LAG_S) loses in the replay too.
 
-What cannot be known: prefix relations are proven only between files on
-disk together, so a file removed before a longer text of its session
-landed is not known to be a prefix of it; a lookup that missed and stored
-nothing leaves no evidence. A replay therefore credits a bigger budget
-conservatively (README: "Tune on your own traffic" has the measurement).
+What cannot be known: a store the engine skipped (too big for its budget)
+or a file removed before the daemon read it leaves no record; a relation to
+a file removed more than 1,024 removals before a landing is not checked
+(daemon/tracegone.py); a lookup that missed and stored nothing leaves no
+evidence. All of these make a larger budget look worse than it is. The time
+line is the recording's, though a larger budget serves faster (fewer
+prefills), so what the pace decides (protect_new, which race kvgroomd wins)
+can come out either way. bench/trace_fidelity.py measures both; README:
+"Tune on your own traffic" has the figures.
 """
 
 from __future__ import annotations
@@ -55,13 +62,17 @@ from kvgroomd.sim.groom import SimGroomer
 from kvgroomd.sim.memstore import ENGINE_EVICTED, MemStore
 from kvgroomd.sim.storage import KeyText
 from kvgroomd.sim.texts import SegText
+from kvgroomd.sim.traceoutcome import Outcome, Usage, recorded
 
-GiB = 1 << 30
 # A trace's times are when the daemon handled each change, a little after the
 # engine made it. An unlink the replayed kvgroomd decides this shortly
 # before a recorded hit or consume of the file loses the race, as it did
 # live (the deleter finds the file touched or gone: result changed/gone).
 LAG_S = 0.03
+# The daemon hears a change a moment after the engine made it (inotify, then
+# a read): the engine's lookup right after it saved the live session comes
+# first, as live, before kvgroomd reacts to the save (sim/groom.py: latency).
+DAEMON_LAG_S = 0.002
 
 
 class _Disk(MemStore):
@@ -100,48 +111,6 @@ class Setup:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one replay (or the recording itself) measured."""
-
-    label: str
-    tokens_from_disk: int
-    hits: int
-    lookups: int
-    bytes_written: int
-    engine_evictions: int
-    consumed: int
-    unlinked: Mapping[str, int]
-    peak_bytes: int
-    mean_bytes: float
-    settings: Mapping[str, str] = field(default_factory=dict)
-
-    def summary(self, recorded: Outcome | None = None) -> dict[str, Any]:
-        """Plain data for --json; with `recorded`, the differences to it."""
-        out: dict[str, Any] = {
-            "label": self.label,
-            "settings": dict(self.settings),
-            "tokens_from_disk": self.tokens_from_disk,
-            "hits": self.hits,
-            "lookups": self.lookups,
-            "gib_written": round(self.bytes_written / GiB, 3),
-            "engine_evictions": self.engine_evictions,
-            "consumed": self.consumed,
-            "unlinked": dict(self.unlinked),
-            "peak_gib": round(self.peak_bytes / GiB, 3),
-            "mean_gib": round(self.mean_bytes / GiB, 3),
-        }
-        if recorded is not None:
-            base = recorded.tokens_from_disk
-            out["vs_recorded"] = {
-                "tokens_from_disk": self.tokens_from_disk - base,
-                "tokens_from_disk_ratio": round(self.tokens_from_disk / base, 4) if base else None,
-                "gib_written": round((self.bytes_written - recorded.bytes_written) / GiB, 3),
-                "engine_evictions": self.engine_evictions - recorded.engine_evictions,
-            }
-        return out
-
-
-@dataclass(frozen=True, slots=True)
 class Lookup:
     """One disk lookup the trace shows, and what it wanted.
 
@@ -160,6 +129,10 @@ class Lookup:
     # when the trace shows it extends what the lookup wanted: any file stored
     # before the lookup that is a prefix of it is a prefix of the prompt.
     then: str | None = None
+    # The index of the save of the session before (the switch): the engine
+    # looked up right after it, before the daemon heard of the save (None:
+    # no save, or the recording shows kvgroomd was first, `_lookups`).
+    opened: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +164,9 @@ def prepare(trace: fmt.Trace) -> Prepared:
     span = (events[0].t, events[-1].t) if events else (0.0, 0.0)
     hits, fresh = fmt.hit_counts(events)
     lookups = _lookups(events, hits, fresh, trace.facts, parent)
+    measured = recorded(events, hits, fresh, len(lookups), trace.facts)
     return Prepared(tuple(events), tuple(hits), tuple(fresh), tuple(lookups), dict(trace.facts),
-                    parent, conflicts, config,
-                    _recorded(events, hits, fresh, lookups, trace.facts), ctx, span)  # fmt: skip
+                    parent, conflicts, config, measured, ctx, span)  # fmt: skip
 
 
 _SAVES = (int(Reason.EVICT), int(Reason.SHUTDOWN))
@@ -209,34 +182,63 @@ def _lookups(events: Sequence[fmt.Event], hits: Sequence[int], fresh: Sequence[b
              facts: Mapping[str, fmt.Facts],
              parent: Mapping[str, str | None]) -> list[Lookup]:  # fmt: skip
     """The lookups the trace shows (`Lookup`): a save of the live session
-    (evict, shutdown) starts the next one; a second hit before the next
-    save is a lookup of its own (a session too short to save)."""
+    (evict, shutdown) starts the next one; so do a second hit before the next
+    save (a session too short to save) and a store no longer than the
+    longest so far that is not known to be its prefix (the request after a
+    session whose save the engine skipped, as too big for its budget: the
+    evidence of one lookup is prefixes of one prompt, a chain)."""
     out: list[Lookup] = []
     members: list[int] = []
     hit: str | None = None
+    opened: int | None = None
+    unlinked: list[str] = []  # kvgroomd's unlinks after the save, before the lookup's evidence
 
     def close(save: str | None) -> None:
-        nonlocal members, hit
+        nonlocal members, hit, opened
         if members:
             wants = max((events[i].id for i in members),
                         key=lambda x: facts[x].text_bytes if x in facts else -1)  # fmt: skip
             then = save if save is not None and _descends(save, wants, parent) else None
-            out.append(Lookup(members[0], wants, tuple(members), hit, then))
+            # The lookup did not load a longer prefix of its prompt that
+            # kvgroomd unlinked meanwhile: kvgroomd was first, this time.
+            least = facts[hit].text_bytes if hit is not None and hit in facts else -1
+            if any(facts[u].text_bytes > least and _descends(then or wants, u, parent)
+                   for u in unlinked if u in facts):  # fmt: skip
+                opened = None
+            out.append(Lookup(members[0], wants, tuple(members), hit, then, opened))
+            opened = None
         members, hit = [], None
+        unlinked.clear()
 
     for i, e in enumerate(events):
         landing = e.kind in (fmt.ADDED, fmt.REPLACED) and fresh[i] and e.facts is not None
         if landing and e.facts is not None and e.facts.reason in _SAVES:
             close(e.id)
+            opened = i
+        elif e.kind == fmt.DECIDED and e.result == "unlinked" and not members:
+            unlinked.append(e.id)
         elif _used(e, hits[i]) and e.id in facts:
             if hit is not None:
                 close(None)
             members.append(i)
             hit = e.id
         elif landing and e.facts is not None and e.facts.reason in _PREFILL:
+            if members and _another(e.id, [events[m].id for m in members], facts, parent):
+                close(None)
             members.append(i)
     close(None)
     return out
+
+
+def _another(fid: str, members: Sequence[str], facts: Mapping[str, fmt.Facts],
+             parent: Mapping[str, str | None]) -> bool:  # fmt: skip
+    """A store `fid` belongs to another request than `members`: it is no
+    longer than the longest of them and not known to be its prefix (a longer
+    one with no known relation is taken as the same request's)."""
+    longest = max(members, key=lambda x: facts[x].text_bytes if x in facts else -1)
+    size = facts[fid].text_bytes if fid in facts else -1
+    mine = fid == longest or _descends(longest, fid, parent) or _descends(fid, longest, parent)
+    return size <= (facts[longest].text_bytes if longest in facts else -1) and not mine
 
 
 def _descends(x: str, ancestor: str, parent: Mapping[str, str | None]) -> bool:
@@ -253,89 +255,6 @@ def family(relations: set[tuple[str, str]],
            facts: Mapping[str, fmt.Facts]) -> tuple[dict[str, str | None], int]:  # fmt: skip
     """The recorded relations as a forest (sim/trace.family)."""
     return fmt.family(relations, {k: f.text_bytes for k, f in facts.items()})
-
-
-def _recorded(events: Sequence[fmt.Event], hit_counts: Sequence[int], news: Sequence[bool],
-              lookups: Sequence[Lookup], facts: Mapping[str, fmt.Facts]) -> Outcome:  # fmt: skip
-    """What the recording measured: tokens served from disk (hits times the
-    tokens of the file hit, consumes included), bytes landed, the engine's
-    evictions, kvgroomd's unlinks, and the directory's size over time."""
-    tokens = hits = written = evicted = consumed = 0
-    unlinked: Counter[str] = Counter()
-    sizes = _Sizes()
-    usage = _Usage()
-    started = False
-    for e, n, fresh in zip(events, hit_counts, news, strict=True):
-        f = facts.get(e.id)
-        if n and f is not None:
-            hits += n
-            tokens += n * f.tokens
-        if e.kind in (fmt.PRESENT, fmt.ADDED, fmt.REPLACED) and e.facts is not None:
-            sizes[e.id] = e.facts.size
-            if fresh:
-                written += e.facts.size
-        elif e.kind == fmt.UPDATED:
-            sizes[e.id] = e.size
-        elif e.kind == fmt.ENGINE:
-            sizes.pop(e.id, None)
-            if e.cause == fmt.CONSUMED and f is not None:
-                consumed += 1
-                hits += 1
-                tokens += f.tokens
-            elif e.cause == fmt.EVICTED:
-                evicted += 1
-        elif e.kind == fmt.DECIDED and e.result in ("unlinked", "would_unlink"):
-            if e.result == "unlinked":
-                sizes.pop(e.id, None)
-            unlinked[e.cause] += 1  # (a decision the engine beat has its own E record)
-        elif e.kind == fmt.STATE:
-            started = True
-        if started:
-            usage.at(e.t, sizes.total)
-    return Outcome("recorded", tokens, hits, len(lookups), written, evicted, consumed,
-                   dict(unlinked), usage.peak, usage.mean())  # fmt: skip
-
-
-class _Sizes(dict[str, int]):
-    """File sizes by id, and their total."""
-
-    total = 0
-
-    def __setitem__(self, key: str, value: int) -> None:
-        self.total += value - self.get(key, 0)
-        super().__setitem__(key, value)
-
-    def pop(self, key: str, default: Any = None) -> Any:
-        value = super().pop(key, None)
-        if value is None:
-            return default
-        self.total -= value
-        return value
-
-
-class _Usage:
-    """Bytes on disk over time: the peak and the time-weighted mean."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._t: float | None = None
-        self._bytes = 0
-        self._area = 0.0
-        self._t0: float | None = None
-
-    def at(self, t: float, usage: int | None) -> None:
-        if self._t is not None:
-            self._area += self._bytes * (t - self._t)
-        if self._t0 is None:
-            self._t0 = t
-        self._t = t
-        if usage is not None:
-            self._bytes = usage
-            self.peak = max(self.peak, usage)
-
-    def mean(self) -> float:
-        span = (self._t or 0.0) - (self._t0 or 0.0)
-        return self._area / span if span > 0 else float(self._bytes)
 
 
 # -- replaying -------------------------------------------------------------------------
@@ -398,12 +317,15 @@ class _Replay:
                                  reject_different_quant=setup.rules.strict_quant)  # fmt: skip
         self.groomer = SimGroomer(replace(setup.rules, prefixes=False), self.disk,
                                   reconcile_interval=setup.reconcile_interval,
-                                  before_unlink=self._race)  # fmt: skip
+                                  latency=DAEMON_LAG_S, before_unlink=self._race)  # fmt: skip
         self.names: dict[str, str] = {}
         self.ids: dict[str, str] = {}  # replay name -> trace id
         self.uses = _uses(prep.events, prep.hits)
+        self.member = {m: lk for lk in prep.lookups for m in lk.members}
+        self.opens = {lk.opened: lk for lk in prep.lookups if lk.opened is not None}
+        self.covered: set[str] = set()  # what the current lookup's file serves: not stored again
         self.tokens = self.hits = self.lookups = self.written = self.consumed = 0
-        self.usage = _Usage()
+        self.usage = Usage()
 
     def name(self, fid: str) -> str:
         name = self.names.get(fid)
@@ -423,43 +345,48 @@ class _Replay:
         return Result.GONE if i < len(times) and times[i] <= now + LAG_S else None
 
     def run(self) -> Outcome:
-        events, prep = self.prep.events, self.prep
+        events = self.prep.events
         i = self._initial(events)
-        member = {m: lk for lk in prep.lookups for m in lk.members}
-        covered: set[str] = set()  # what the current lookup's file serves: not stored again
         run = events[i - 1].run if i else 0
         pending: list[fmt.Event] = []  # a later run's opening state, until its S
         for j in range(i, len(events)):
-            e, hits = events[j], prep.hits[j]
+            e = events[j]
             if e.run != run:
-                run = e.run
-                pending = []
+                run, pending = e.run, []
             if e.kind == fmt.PRESENT:
                 if not e.rotation:
                     pending.append(e)
-                continue
-            if e.kind == fmt.STATE:
+            elif e.kind == fmt.STATE:
                 if not e.rotation and pending:
                     self._restart(pending, e.t)
                 pending = []
-                continue
-            self.groomer.tick(e.t)
-            lk = member.get(j)
-            if lk is not None and lk.at == j:
-                covered = self._lookup(lk, e)
-            if e.kind in (fmt.ADDED, fmt.REPLACED) and e.facts is not None and prep.fresh[j]:
-                if lk is None or e.id not in covered:
-                    self._store(e.id, e.facts, e.t, replace_=e.kind == fmt.REPLACED)
-            elif e.kind == fmt.CONFIG and self.setup.follow_reloads:
-                self.groomer.reconfigure(rules_of(e.config), e.t)
-            for _ in range(hits - 1 if lk is not None and lk.hit == e.id else hits):
-                self._hit(e.id, e.t)  # hits the daemon saw as one header rewrite
+            else:
+                self._event(j, e)
             self.usage.at(e.t, self.disk.index.total_bytes)
+        if len(events) > i:
+            self.groomer.tick(events[-1].t + DAEMON_LAG_S)  # what the daemon has yet to hear
         evicted = self.disk.deleted[ENGINE_EVICTED]
         unlinked = Counter(cause for _name, cause in self.groomer.unlinked)
         return Outcome(self.setup.label, self.tokens, self.hits, self.lookups, self.written,
                        evicted, self.consumed, dict(unlinked), self.usage.peak,
                        self.usage.mean(), dict(self.setup.settings))  # fmt: skip
+
+    def _event(self, j: int, e: fmt.Event) -> None:
+        """Event `j` of the trace: a store, a lookup, hits, a reload."""
+        self.groomer.tick(e.t)
+        lk = self.member.get(j)
+        if lk is not None and lk.at == j and lk.opened is None:
+            self.covered = self._lookup(lk, e.t)
+        if e.kind in (fmt.ADDED, fmt.REPLACED) and e.facts is not None and self.prep.fresh[j]:
+            if lk is None or e.id not in self.covered:
+                self._store(e.id, e.facts, e.t, replace_=e.kind == fmt.REPLACED)
+            if (switch := self.opens.get(j)) is not None:  # the lookup right after this save
+                self.covered = self._lookup(switch, e.t)
+        elif e.kind == fmt.CONFIG and self.setup.follow_reloads:
+            self.groomer.reconfigure(rules_of(e.config), e.t)
+        hits = self.prep.hits[j]
+        for _ in range(hits - 1 if lk is not None and lk.hit == e.id else hits):
+            self._hit(e.id, e.t)  # hits the daemon saw as one header rewrite
 
     def _initial(self, events: Sequence[fmt.Event]) -> int:
         """The directory as the trace first saw it (the first state, up to its
@@ -516,7 +443,7 @@ class _Replay:
         if what is Stored.WRITTEN:
             self.written += f.size
 
-    def _lookup(self, lk: Lookup, e: fmt.Event) -> set[str]:
+    def _lookup(self, lk: Lookup, t: float) -> set[str]:
         """A lookup the trace shows, at its first event: served by the longest
         surviving prefix of what it wanted (`lk.wants`), or by nothing. It
         returns what the served file covers (it and its known prefixes: the
@@ -524,8 +451,10 @@ class _Replay:
         recording hit stores the file hit again (cold) when the engine would
         store a prompt of that length cold."""
         self.lookups += 1
-        used = e.last_used if e.kind == fmt.UPDATED and e.id == lk.hit else None
-        served = self._serve(self._best(lk), e.t, used)
+        hit = next((self.prep.events[m] for m in lk.members
+                    if self.prep.events[m].id == lk.hit), None)  # fmt: skip
+        used = hit.last_used if hit is not None and hit.kind == fmt.UPDATED else None
+        served = self._serve(self._best(lk), t, used)
         if served is not None:
             covered = set()
             x: str | None = served
@@ -536,7 +465,7 @@ class _Replay:
         if lk.hit is not None:
             f, p = self.prep.facts[lk.hit], self.params
             if p.min_tokens <= f.tokens <= p.cold_max_tokens:
-                self._store(lk.hit, replace(f, reason=int(Reason.COLD), hits=0), e.t,
+                self._store(lk.hit, replace(f, reason=int(Reason.COLD), hits=0), t,
                             stamp=False)  # fmt: skip
         return set()
 
@@ -620,25 +549,5 @@ def engine_of(config: Mapping[str, Any]) -> EngineOptions:
                             if k in known})  # fmt: skip
 
 
-def format_table(recorded: Outcome, runs: Sequence[Outcome], conflicts: int = 0) -> str:
-    """The runs beside the recording: tokens from disk, writes, evictions, disk used."""
-    width = max([len(r.label) for r in (recorded, *runs)] + [8])
-    head = (f"{'run':<{width}} {'tokens from disk':>16} {'vs recorded':>11} {'hits':>9} "
-            f"{'GiB written':>11} {'engine evictions':>16} {'mean GiB':>8} "
-            f"{'peak GiB':>8}")  # fmt: skip
-    lines = [head, "-" * len(head)]
-    base = recorded.tokens_from_disk
-    for r in (recorded, *runs):
-        ratio = "" if r is recorded else (f"{r.tokens_from_disk / base - 1:+.1%}" if base
-                                          else "-")  # fmt: skip
-        lines.append(f"{r.label:<{width}} {r.tokens_from_disk:>16,} {ratio:>11} "
-                     f"{f'{r.hits}/{r.lookups}':>9} {r.bytes_written / GiB:>11.2f} "
-                     f"{r.engine_evictions:>16} {r.mean_bytes / GiB:>8.2f} "
-                     f"{r.peak_bytes / GiB:>8.2f}")  # fmt: skip
-    if conflicts:
-        lines.append(f"({conflicts} prefix relations could not be placed: a damaged trace?)")
-    return "\n".join(lines)
-
-
-__all__ = ["Outcome", "Prepared", "Setup", "engine_of", "family", "format_table", "prepare",
-           "replay", "rules_of"]  # fmt: skip
+__all__ = ["Lookup", "Prepared", "Setup", "engine_of", "family", "prepare", "replay",
+           "rules_of"]  # fmt: skip
