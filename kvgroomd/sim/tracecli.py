@@ -20,7 +20,7 @@ from typing import Any
 
 from kvgroomd.config import Config, ConfigError, load_config, parse_engine_budget, with_setting
 from kvgroomd.sim import trace as fmt
-from kvgroomd.sim.traceoutcome import Outcome, format_table
+from kvgroomd.sim.traceoutcome import Outcome, format_table, room
 from kvgroomd.sim.tracereplay import Prepared, Setup, engine_of, prepare, replay
 
 RECORDED = "recorded config"
@@ -74,10 +74,12 @@ def parse_sets(items: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def setups(bases: list[tuple[str, Config, bool]], sets: list[tuple[str, list[str]]],
-           engine_budget: int | None) -> Iterator[Setup]:  # fmt: skip
-    """Every base config with every combination of the --set values."""
+           engine_budget: int | None,
+           recorded: Config | None = None) -> Iterator[Setup]:  # fmt: skip
+    """Every base config with every combination of the --set values; each
+    says how its budgets compare with `recorded`'s (how its estimate errs)."""
     grid = list(itertools.product(*[[(k, v) for v in vs] for k, vs in sets])) if sets else [()]
-    for label, base, recorded in bases:
+    for label, base, as_recorded in bases:
         for combo in grid:
             config = base
             for key, value in combo:
@@ -86,9 +88,12 @@ def setups(bases: list[tuple[str, Config, bool]], sets: list[tuple[str, list[str
             name = " ".join(f"{k}={v}" for k, v in combo)
             name = (f"{label}: {name}" if len(bases) > 1 else name) if combo else label
             budget = config.engine_budget if config.engine_budget is not None else engine_budget
+            was = recorded or base
+            was_engine = was.engine_budget if was.engine_budget is not None else engine_budget
             yield Setup(name, replace(config.rules(), prefixes=False), budget, config.engine,
-                        config.reconcile_interval, follow_reloads=recorded and not combo,
-                        settings=settings)  # fmt: skip
+                        config.reconcile_interval, follow_reloads=as_recorded and not combo,
+                        settings=settings,
+                        room=room((budget, config.budget), (was_engine, was.budget)))  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
@@ -97,8 +102,9 @@ def main(argv: list[str]) -> int:
     recorded (`trace:` in its config) through the engine model and the
     daemon's own decision core, under the recorded config, each --config,
     and every combination of the --set values; per run the prompt tokens
-    served from disk, GiB written, the engine's evictions, disk used, and
-    the difference to what was recorded."""
+    served from disk, GiB written, the engine's evictions, disk used, the
+    difference to what was recorded, and which way its estimate errs (by its
+    budgets against the recorded ones: sim/traceoutcome.ESTIMATE)."""
     ap = argparse.ArgumentParser(prog="kvgroomd simulate --trace", description=main.__doc__)
     ap.add_argument("--trace", required=True, type=Path, metavar="FILE",
                     help="the trace file (its rotated FILE.1, FILE.2, ... are read too)")
@@ -119,7 +125,8 @@ def main(argv: list[str]) -> int:
         engine_budget = parse_engine_budget(args.engine_budget) if args.engine_budget else None
         bases = [(RECORDED, recorded_config(dict(prep.config)), True)] if not args.config else [
             (str(p), load_config(p), False) for p in args.config]  # fmt: skip
-        runs = list(setups(bases, parse_sets(args.set), engine_budget))
+        runs = list(setups(bases, parse_sets(args.set), engine_budget,
+                           recorded_config(dict(prep.config))))  # fmt: skip
     except ConfigError as e:
         print(f"kvgroomd simulate: {e}", file=sys.stderr)
         return 3

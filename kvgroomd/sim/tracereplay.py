@@ -108,6 +108,7 @@ class Setup:
     reconcile_interval: float = 300.0
     follow_reloads: bool = False  # apply the trace's own reloads (the recorded config)
     settings: Mapping[str, str] = field(default_factory=dict)  # what --set changed
+    room: str = "same"  # its budgets against the recorded ones (traceoutcome.room)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +370,8 @@ class _Replay:
         unlinked = Counter(cause for _name, cause in self.groomer.unlinked)
         return Outcome(self.setup.label, self.tokens, self.hits, self.lookups, self.written,
                        evicted, self.consumed, dict(unlinked), self.usage.peak,
-                       self.usage.mean(), dict(self.setup.settings))  # fmt: skip
+                       self.usage.mean(), dict(self.setup.settings),
+                       self.setup.room)  # fmt: skip
 
     def _event(self, j: int, e: fmt.Event) -> None:
         """Event `j` of the trace: a store, a lookup, hits, a reload."""

@@ -4,17 +4,20 @@ deleter through."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from kvgroomd.core.decision import Decision, Result
 from kvgroomd.core.groomer import Rules
 from kvgroomd.format.header import Reason
 from kvgroomd.sim import trace as fmt
-from kvgroomd.sim import tracereplay
+from kvgroomd.sim import traceoutcome, tracereplay
 from kvgroomd.sim.engine import EngineModel, EngineParams
 from kvgroomd.sim.groom import SimGroomer
 from kvgroomd.sim.memstore import MemStore
 from kvgroomd.sim.texts import SegText
+from kvgroomd.sim.traceoutcome import Outcome
 from kvgroomd.sim.tracereplay import Setup, prepare, replay
 
 MB = 10**6
@@ -123,3 +126,32 @@ class TestBeforeUnlink:
         assert asked == [name]
         assert (name in disk) == (instead is not None)
         assert groomer.unlinked == ([] if instead else [(name, "budget")])
+
+
+class TestEstimate:
+    @pytest.mark.parametrize(("budgets", "recorded", "room"), [
+        ((1600, None), (1600, None), "same"),
+        ((3200, None), (1600, None), "more"),
+        ((None, None), (1600, None), "more"),
+        ((1600, 900), (1600, None), "less"),
+        ((3200, 900), (1600, None), "mixed"),
+        ((1200, 2000), (1600, 1000), "mixed"),
+    ])  # fmt: skip
+    def test_a_config_has_more_or_less_room_than_the_recorded(self, budgets, recorded, room):
+        assert traceoutcome.room(budgets, recorded) == room
+
+    def test_the_table_says_how_each_estimate_errs(self):
+        """A tag per run, and under the table what each tag present means."""
+        rec = Outcome("recorded", 100, 1, 2, 0, 0, 0, {}, 0, 0.0)
+        runs = [replace(rec, label="a", room="same"), replace(rec, label="b", room="more"),
+                replace(rec, label="c", room="more")]
+        table = traceoutcome.format_table(rec, runs)
+        lines = table.splitlines()
+        assert lines[0].endswith("estimate")
+        assert [line.rsplit("  ", 1)[-1] for line in lines[3:6]] == [
+            "as recorded", "more room", "more room"]
+        notes = "\n".join(lines[6:])
+        assert notes.startswith("as recorded: ") and "\nmore room: " in notes
+        assert "less room" not in notes
+        assert runs[1].summary(rec)["estimate"]["room"] == "more"
+        assert "estimate" not in rec.summary()
