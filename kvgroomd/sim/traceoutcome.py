@@ -7,6 +7,7 @@ gives them; `Usage` follows the bytes on disk over time.
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -160,6 +161,11 @@ class Usage:
         self._bytes = 0
         self._area = 0.0
         self._t0: float | None = None
+
+    @property
+    def last(self) -> float:
+        """The time of the last reading (-inf: none yet)."""
+        return -math.inf if self._t is None else self._t
 
     def at(self, t: float, usage: int | None) -> None:
         if self._t is not None:

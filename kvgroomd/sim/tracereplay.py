@@ -375,6 +375,10 @@ class _Replay:
 
     def _event(self, j: int, e: fmt.Event) -> None:
         """Event `j` of the trace: a store, a lookup, hits, a reload."""
+        heard = min(self.usage.last + DAEMON_LAG_S, e.t)
+        if heard > self.usage.last:  # the daemon has acted on the last change by then
+            self.groomer.tick(heard)
+            self.usage.at(heard, self.disk.index.total_bytes)
         self.groomer.tick(e.t)
         lk = self.member.get(j)
         if lk is not None and lk.at == j and lk.opened is None:
