@@ -72,7 +72,9 @@ LAG_S = 0.03
 # The daemon hears a change a moment after the engine made it (inotify, then
 # a read): the engine's lookup right after it saved the live session comes
 # first, as live, before kvgroomd reacts to the save (sim/groom.py: latency).
-DAEMON_LAG_S = 0.002
+# Between two ticks of the trace's millisecond clock, so that no recorded
+# event ties with the daemon's reaction to another.
+DAEMON_LAG_S = 0.0015
 
 
 class _Disk(MemStore):
@@ -130,10 +132,11 @@ class Lookup:
     # when the trace shows it extends what the lookup wanted: any file stored
     # before the lookup that is a prefix of it is a prefix of the prompt.
     then: str | None = None
-    # The index of the save of the session before (the switch): the engine
-    # looked up right after it, before the daemon heard of the save (None:
-    # no save, or the recording shows kvgroomd was first, `_lookups`).
+    # The index of the save of the session before (the switch; None: no
+    # save): the engine looked up right after it, before the daemon heard of
+    # the save, unless the recording shows kvgroomd was first that time.
     opened: int | None = None
+    daemon_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +206,10 @@ def _lookups(events: Sequence[fmt.Event], hits: Sequence[int], fresh: Sequence[b
             # The lookup did not load a longer prefix of its prompt that
             # kvgroomd unlinked meanwhile: kvgroomd was first, this time.
             least = facts[hit].text_bytes if hit is not None and hit in facts else -1
-            if any(facts[u].text_bytes > least and _descends(then or wants, u, parent)
-                   for u in unlinked if u in facts):  # fmt: skip
-                opened = None
-            out.append(Lookup(members[0], wants, tuple(members), hit, then, opened))
+            first = opened is not None and any(
+                facts[u].text_bytes > least and _descends(then or wants, u, parent)
+                for u in unlinked if u in facts)  # fmt: skip
+            out.append(Lookup(members[0], wants, tuple(members), hit, then, opened, first))
             opened = None
         members, hit = [], None
         unlinked.clear()
@@ -323,7 +326,8 @@ class _Replay:
         self.ids: dict[str, str] = {}  # replay name -> trace id
         self.uses = _uses(prep.events, prep.hits)
         self.member = {m: lk for lk in prep.lookups for m in lk.members}
-        self.opens = {lk.opened: lk for lk in prep.lookups if lk.opened is not None}
+        self.opens = {lk.opened: lk for lk in prep.lookups
+                      if lk.opened is not None and not lk.daemon_first}  # fmt: skip
         self.covered: set[str] = set()  # what the current lookup's file serves: not stored again
         self.tokens = self.hits = self.lookups = self.written = self.consumed = 0
         self.usage = Usage()
@@ -381,7 +385,9 @@ class _Replay:
             self.usage.at(heard, self.disk.index.total_bytes)
         self.groomer.tick(e.t)
         lk = self.member.get(j)
-        if lk is not None and lk.at == j and lk.opened is None:
+        if lk is not None and lk.at == j and (lk.opened is None or lk.daemon_first):
+            if lk.opened is not None:  # after kvgroomd's reaction to the save, as recorded
+                self.groomer.tick(max(e.t, self.prep.events[lk.opened].t + DAEMON_LAG_S))
             self.covered = self._lookup(lk, e.t)
         if e.kind in (fmt.ADDED, fmt.REPLACED) and e.facts is not None and self.prep.fresh[j]:
             if lk is None or e.id not in self.covered:

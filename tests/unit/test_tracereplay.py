@@ -81,7 +81,7 @@ class TestSwitch:
         ]
         prep = prepare(fmt.read([("t.jsonl", lines)]))
         assert prep.recorded.tokens_from_disk == 0
-        assert [lk.opened for lk in prep.lookups] == [None]
+        assert [(lk.opened, lk.daemon_first) for lk in prep.lookups] == [(2, True)]
         out = replay(prep, Setup("x", Rules(budget=90 * MB, protect_new=0.2), None))
         assert out.tokens_from_disk == 0
 
