@@ -25,13 +25,14 @@ GiB = 1 << 30
 # emulator run at those.
 ESTIMATE = {
     "same": ("as recorded", "the recorded budgets: the recording's lookups replayed; "
-             "measured from -2.3% to +1.6% of what the engine served"),
-    "more": ("more room", "a budget above the recorded one: measured from -3.8% to +7.1% "
-             "of what the engine served at 1.5x and 2x the budget, either way; what the "
+             "measured from -2.3% to +1.6% of what the engine served (once -6.3%, on a "
+             "loaded machine)"),
+    "more": ("more room", "a budget above the recorded one: for the engine's, measured from "
+             "-3.8% to +7.1% of what the engine served at 1.5x and 2x, either way; what the "
              "recording never held is not credited (stores its engine skipped as too big, "
              "files gone before kvgroomd read them)"),
-    "less": ("less room", "a budget below the recorded one: measured from -12% to +19% of "
-             "what the engine served at 0.75x the budget, mostly high (the recording's "
+    "less": ("less room", "a budget below the recorded one: for the engine's, measured from "
+             "-12% to +19% of what the engine served at 0.75x, mostly high (the recording's "
              "pace is kept, where a tighter engine misses and prefills more)"),
     "mixed": ("mixed", "one budget above the recorded one, another below: both of the above"),
 }  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,18 @@ from kvgroomd.testing.engine import Engine, MiB, conversation, populate
 from kvgroomd.testing.traffic import PROTECT_NEW, chats
 
 MARKER = b"SECRET-PROMPT-MARKER-4711"
+# What the recording says against what the emulator served; a replay under
+# the recorded config, and at twice the engine's budget against the emulator
+# run there. bench/trace_fidelity.py measured 0.0 % for the first two on 6
+# seeds of 120 requests (as here) and of 300, and -2.9 .. +2.9 % at twice
+# the budget. This test, 15 runs on a loaded 2-core machine (its two
+# emulator runs at once, beside other agents' suites): 0.0 % for the
+# recording; the replay 0.0 % but once -6.3 % (the live daemon chose other
+# victims than the replayed one at one store); at twice the budget -7.3 ..
+# +1.5 % (the emulator's own run at 3200 MiB varied by 7 %).
+RECORDED_TOLERANCE = 0.05
+REPLAY_TOLERANCE = 0.10
+BIGGER_TOLERANCE = 0.15
 
 
 def _settle(cache_dir: Path, d, quiet: float = 1.0, timeout: float = 30.0) -> None:
@@ -203,41 +216,75 @@ def wait_for_trace(d, timeout: float = 30.0) -> None:
 
 
 class TestReplay:
-    def test_replayed_tokens_from_disk_match_the_recording(self, cache_dir, start_daemon,
-                                                           state_directory, run_cli):
-        """Record a chat workload beside the emulator, replay it under the recorded
-        config: tokens from disk within 10 % of the recorded, and the recorded
-        within 10 % of what the emulator served."""
-        d = start_daemon(cache_dir=cache_dir, trace="replay.jsonl", engine_budget=1600,
-                         protect_new=PROTECT_NEW)
-        flow = chats(cache_dir, seed=1, requests=120)
-        wait_for_trace(d)
-        assert d.stop() == 0
-        served = flow.saved
-        done = run_cli("simulate", "--trace", state_directory / "replay.jsonl", "--json",
-                       timeout=120)
+    def test_replays_match_what_the_engine_served(self, tmp_path, start_daemon,
+                                                  state_directory, run_cli):  # fmt: skip
+        """Chat traffic beside the emulator and a recording daemon at an engine
+        budget of 1600 MiB, and the same traffic at 3200 MiB. The trace holds
+        what the emulator served; replayed under its own config it gives that
+        again, and with the engine's budget set to 3200 MiB, what the emulator
+        served at 3200 MiB (bench/trace_fidelity.py measures 6 seeds)."""
+        served: dict[int, int] = {}
+        daemons = {}
+        for mib in (1600, 3200):
+            (tmp_path / f"kv{mib}").mkdir()
+            daemons[mib] = start_daemon(cache_dir=tmp_path / f"kv{mib}", engine_budget=mib,
+                                        trace=f"replay{mib}.jsonl", protect_new=PROTECT_NEW)
+
+        def serve(mib: int) -> None:
+            served[mib] = chats(tmp_path / f"kv{mib}", seed=1, requests=120,
+                                budget=mib * MiB).saved  # fmt: skip
+
+        bigger_run = threading.Thread(target=serve, args=(3200,))  # at once: half the time
+        bigger_run.start()
+        serve(1600)
+        bigger_run.join()
+        for d in daemons.values():
+            wait_for_trace(d)
+            assert d.stop() == 0
+        trace = state_directory / "replay1600.jsonl"
+        done = run_cli("simulate", "--trace", trace, "--json", timeout=120)
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
         recorded = out["recorded"]["tokens_from_disk"]
         replayed = out["runs"][0]["tokens_from_disk"]
-        print(json.dumps({"emulator": served, "recorded": recorded, "replayed": replayed}))
-        assert served > 0
-        # The recording itself misses hits on files the engine consumed before
-        # the daemon read them (no record): README measures 2 of 161 (-11.7%).
-        assert abs(recorded - served) <= 0.15 * served
-        assert abs(replayed - recorded) <= 0.1 * recorded
-        # A grid: every combination, labelled by its settings, and a plot.
+        done = run_cli("simulate", "--trace", trace, "--json", "--set", "engine_budget=3200MiB",
+                       timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        bigger = json.loads(done.stdout)["runs"][0]
+        print(json.dumps({"emulator": served, "recorded": recorded, "replayed": replayed,
+                          "replayed_3200": bigger["tokens_from_disk"]}))  # fmt: skip
+        assert served[1600] > 0 and out["runs"][0]["estimate"]["room"] == "same"
+        assert abs(recorded - served[1600]) <= RECORDED_TOLERANCE * served[1600]
+        assert abs(replayed - served[1600]) <= REPLAY_TOLERANCE * served[1600]
+        assert bigger["estimate"]["room"] == "more"
+        assert abs(bigger["tokens_from_disk"] - served[3200]) <= BIGGER_TOLERANCE * served[3200]
+
+    def test_a_grid_of_settings_is_replayed_and_drawn(self, cache_dir, start_daemon,
+                                                      state_directory, run_cli):  # fmt: skip
+        """Every combination of the --set values, labelled by its settings, each
+        saying how its estimate errs; and a plot."""
+        d = start_daemon(cache_dir=cache_dir, trace="grid.jsonl", engine_budget=1600,
+                         protect_new=PROTECT_NEW)  # fmt: skip
+        chats(cache_dir, seed=2, requests=40)
+        wait_for_trace(d)
+        assert d.stop() == 0
         plot = state_directory / "sweep.png"
-        done = run_cli("simulate", "--trace", state_directory / "replay.jsonl", "--json",
+        done = run_cli("simulate", "--trace", state_directory / "grid.jsonl", "--json",
                        "--set", "budget=300MiB,900MiB", "--set", "policy=prefill,ds4",
-                       "--plot", plot, timeout=300)
+                       "--plot", plot, timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr
         runs = json.loads(done.stdout)["runs"]
         assert [r["label"] for r in runs] == [
             "budget=300MiB policy=prefill", "budget=300MiB policy=ds4",
             "budget=900MiB policy=prefill", "budget=900MiB policy=ds4"]
         assert all(r["tokens_from_disk"] <= r["lookups"] * 49022 for r in runs)
+        assert {r["estimate"]["room"] for r in runs} == {"less"}  # a cap the recording had not
         assert plot.stat().st_size > 10_000
+        table = run_cli("simulate", "--trace", state_directory / "grid.jsonl", "--set",
+                        "engine_budget=1200MiB,1600MiB,2400MiB", timeout=300)  # fmt: skip
+        assert table.returncode == 0, table.stderr
+        for tag in ("less room:", "as recorded", "more room:"):
+            assert tag in table.stdout
 
 
 class TestRotation:
