@@ -7,8 +7,9 @@ sharing one system prompt, a session switch on most requests, and long
 one-shot documents. The adversarial generators (`ADVERSARIAL`) each stress
 one way a policy can fail: bursts of documents, many tiny anchors, long idle
 gaps before a conversation resumes, one hot anchor under a flood, budget
-cuts, very slow and very fast paces. Each is seeded; none is tuned for a
-policy.
+cuts, very slow and very fast paces, and conversations whose saves grow to
+most of the budget (`chat-traffic`, the emulator's traffic generator's).
+Each is seeded; none is tuned for a policy.
 
 Requests arrive `interval` seconds apart; the replay serves them in order, each
 once the server is free, so the pace is `interval` plus prefill and
@@ -308,6 +309,39 @@ def fast_pace(seed: int, engine: EngineParams | None = None,
                    description="interleaved agents, instant, 10 ms apart")  # fmt: skip
 
 
+def chat_traffic(seed: int, engine: EngineParams | None = None, pace: str = "instant",
+                 requests: int = 300) -> Workload:  # fmt: skip
+    """`python -m kvgroomd.testing.traffic --seed SEED --requests 300` as a
+    workload: the same requests, so the engine alone serves the same tokens
+    from disk in the simulator as beside the emulator (`pace` is ignored:
+    the traffic's own, prefill at 200,000 tokens/s).
+
+    Six conversations on one 600-token system prompt, picked at random (a
+    switch on most requests), each turn 800-3,000 user tokens and a 100-600
+    token reply; on one request in seven, a 200-token question on one
+    34,000-token document (its 30,720-token rung is consumed when hit). The
+    conversations grow to 60-100k tokens by the 300th request: their saves
+    reach 0.8-1.3 GiB, most of the traffic's 1,600 MiB engine budget, so the
+    room kept for the next store is most of the cache.
+    """
+    rng = random.Random(seed)  # drawn in testing.traffic's order
+    eng = replace(engine or EngineParams(budget=1600 * MiB, ctx_size=32768),
+                  prefill_tps=200_000.0, decode_tps=20_000.0)  # fmt: skip
+    plan = Plan()
+    for i in range(requests):
+        at = i * 0.1  # the traffic waits 50 ms after a reply about as long (wall-clock rules only)
+        k = rng.randrange(7)
+        if k == 6:
+            rng.randrange(10**6)  # the traffic's seed for the question's text
+            plan.turn(f"q{i}", at, 200, 100, system="sys", context="doc")
+        else:
+            plan.turn(f"c{k}", at, rng.randrange(800, 3000), rng.randrange(100, 600),
+                      system="sys")  # fmt: skip
+    return Workload(f"chat-traffic-s{seed}", "kvgroomd.testing.traffic's chats: six "
+                    "conversations growing to most of a 1,600 MiB budget, one document",
+                    eng, {"sys": 600, "doc": 33_400}, plan.sessions())  # fmt: skip
+
+
 Generator = Callable[..., Workload]
 ADVERSARIAL: dict[str, Generator] = {
     "bursty-documents": bursty_documents,
@@ -318,6 +352,7 @@ ADVERSARIAL: dict[str, Generator] = {
     "budget-cuts": budget_cuts,
     "slow-pace": slow_pace,
     "fast-pace": fast_pace,
+    "chat-traffic": chat_traffic,
 }
 
 

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 
 from kvgroomd.format.header import Header
-from kvgroomd.sim.agents import Interleaved, interleaved
+from kvgroomd.sim.agents import Interleaved, chat_traffic, interleaved
 from kvgroomd.sim.engine import EngineModel, EngineParams
 from kvgroomd.sim.memstore import MemStore
-from kvgroomd.sim.replay import drive
+from kvgroomd.sim.replay import drive, replay
 from kvgroomd.sim.server import Server
 from kvgroomd.sim.storage import Storage
 from kvgroomd.sim.texts import EMPTY, SegText
 from kvgroomd.sim.workload import Workload, requests
 from kvgroomd.testing.dirstore import DirStore
+from kvgroomd.testing.traffic import chats
 
 GiB = 1 << 30
 CAUSES = {"evict": "engine", "startup": "engine", "consume": "consumed", "replace": "replaced"}
@@ -88,3 +89,15 @@ def test_unbounded_engine_never_deletes(tmp_path: Path) -> None:
     drive(Server(model, EMPTY), requests(w), w.restarts)
     assert set(memory.deleted) <= {"consumed"}
     assert EngineParams().size(10240) == model.params.size(10240)
+
+
+def test_chat_traffic_is_the_traffic_generators(tmp_path: Path) -> None:
+    """`kvgroomd simulate chat-traffic` replays the requests of
+    `python -m kvgroomd.testing.traffic` (the emulator with rendered chats):
+    the engine alone serves the same prompt tokens from disk, hit for hit."""
+    budget = 400 << 20
+    live = chats(tmp_path, seed=5, requests=40, budget=budget, gap=0.0)
+    sim = replay(chat_traffic(5, EngineParams(budget=budget, ctx_size=32768), requests=40), None)
+    assert live.hits > 5
+    assert (sim.tokens_saved, sim.hits, sim.lookups, sim.tokens_prompt) == (
+        live.saved, live.hits, live.lookups, live.prompt_tokens)

@@ -16,6 +16,7 @@ from kvgroomd.sim.report import parse_seeds
 from kvgroomd.sim.workload import WorkloadError, parse_workload, requests
 
 GiB = 1 << 30
+MiB = 1 << 20
 
 
 def sessions_of(w: object) -> Counter[str]:
@@ -103,6 +104,19 @@ class TestAdversarial:
         assert ADVERSARIAL["slow-pace"](2).engine.prefill_tps == 300.0
         fast = requests(ADVERSARIAL["fast-pace"](2))
         assert fast[-1].at - fast[0].at < 1.0
+
+    def test_chat_traffic_grows_saves_to_most_of_the_budget(self) -> None:
+        """testing.traffic's shape: six conversations on a 600-token prompt,
+        a question on one 34,000-token document on about one request in
+        seven, conversations past 60k tokens by the end of 300 requests."""
+        w = ADVERSARIAL["chat-traffic"](2)
+        reqs = requests(w)
+        assert len(reqs) == 300 and w.engine.budget == 1600 * MiB
+        convs = {r.session for r in reqs if r.session.startswith("c")}
+        questions = [r for r in reqs if r.session.startswith("q")]
+        assert len(convs) == 6 and 25 <= len(questions) <= 60
+        assert {r.tokens for r in questions} == {34_200} and {r.anchor for r in reqs} == {600}
+        assert max(r.tokens for r in reqs) > 60_000
 
 
 class TestSweep:
