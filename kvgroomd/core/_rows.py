@@ -149,7 +149,6 @@ def row_values(rec: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 _AT = {f: i for i, f in enumerate(FIELDS)}  # field -> position in a row's tuple
-_HEADER_AT = tuple(_AT[f] for f in _HEADER_FIELDS)
 _FP_AT = tuple(_AT[f] for f in FP_FIELDS)
 _R, _FLAGS, _HEAD, _COV, _TAIL, _BKEY, _ACT, _SEEN = (_AT[f] for f in (
     "reason", "flags", "head", "covered", "tail", "bkey", "act", "seen_at"))  # fmt: skip

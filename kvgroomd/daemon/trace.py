@@ -316,13 +316,6 @@ class Recorder:
     def _keys(self, name: str) -> tuple[str, int | None]:
         """A landing's text family (its head key, keyed-hashed) and its tail
         (its last 8 text bytes, None when not known)."""
-        if self.core is None:
-            return "", None
-        row = self.core.index.row_of(name)
-        if row is not None:
-            r = self.core.index.columns()[row]
-            return self.ids.family(int(r["head"])), int(r["tail"]) if (
-                int(r["flags"]) & TAIL_KNOWN) else None  # fmt: skip
         snap = self._snap(name)
         return ("", None) if snap is None else (self.ids.family(snap.head), snap.tail)
 
@@ -425,10 +418,9 @@ class Recorder:
             present.add(fid)
             self._add(fmt.PRESENT, fid, *(c[i] for c in columns), self.ids.family(heads[i]))
         if start:  # the files found: their tails, should the engine remove them
-            tails = np.where(cols["flags"] & TAIL_KNOWN, cols["tail"], 0).tolist()
             newest = np.argsort(cols["created_at"], kind="stable")[-self._gone.tails_kept :]
-            for i in newest.tolist():
-                self._gone.seen(names[i], tails[i] or None)
+            for i in newest[(cols["flags"][newest] & TAIL_KNOWN) != 0].tolist():
+                self._gone.seen(names[i], int(cols["tail"][i]))
         return len(names)
 
 
