@@ -9,6 +9,9 @@ they yield to older files worth up to twice as much, never to more, so
 protection never turns eviction into arrival order nor takes a high-value
 file because it is the only one old enough. Invalid and unknown-format files
 are not in the index at all.
+
+Of the files chosen, those the engine's own eviction would take first anyway
+may stay (`plan`, `Budget.ceiling`; core/deferral.py says why).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kvgroomd.core.decision import Cause, Decision
+from kvgroomd.core.deferral import engine_first
 from kvgroomd.core.index import Columns, Index, decide_rows
 from kvgroomd.core.scoring import Clock, Policy, Values
 from kvgroomd.format.header import Reason
@@ -34,6 +38,10 @@ class Budget:
     limit: int
     low_watermark: float = 0.9
     protect_new: float = 120.0
+    # Usage that chosen files left for the engine to evict when it next stores
+    # (`engine_first`) may keep the directory at: the engine's budget (or a
+    # lower cap). None: nothing is left (the engine's budget is not the limit).
+    ceiling: int | None = None
 
     @property
     def target(self) -> int:
@@ -87,18 +95,52 @@ def ranking(cols: Columns, clock: Clock, policy: Policy, params: Mapping[str, fl
     return np.lexsort((last, cols["act"], values)), values
 
 
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a budget pass decided: unlink `decisions` now, in order; `left`
+    were chosen too but stay for the engine to evict."""
+
+    decisions: list[Decision]
+    left: tuple[str, ...] = ()
+    # Files larger than the limit, left to the engine (not room in waiting).
+    unmanaged: tuple[str, ...] = ()
+    unmanaged_bytes: int = 0
+
+
 def choose(index: Index, budget: Budget, clock: Clock, policy: Policy,
            params: Mapping[str, float] | None = None) -> list[Decision]:  # fmt: skip
     """The lowest-valued unprotected snapshots whose removal brings usage to
-    the target, or every unprotected one when even that is not enough."""
+    the target, or every unprotected one when even that is not enough (less
+    those `plan` leaves to the engine)."""
+    return plan(index, budget, clock, policy, params).decisions
+
+
+def plan(index: Index, budget: Budget, clock: Clock, policy: Policy,
+         params: Mapping[str, float] | None = None) -> Choice:  # fmt: skip
+    """`choose`, and which of the chosen files stay for the engine."""
     cols = index.columns()
-    total = index.total_bytes
+    # Files larger than the limit cannot be kept under it at all: unlinking
+    # one now only throws away the hits it may serve before the engine needs
+    # the room. When the engine's budget is what binds (a ceiling), they are
+    # left to the engine's own eviction and the rest is kept under the limit.
+    beyond = (np.zeros(len(cols), dtype=bool) if budget.ceiling is None
+              else cols["size"] > budget.limit)  # fmt: skip
+    big = int(cols["size"][beyond].sum())
+    unmanaged = tuple(index.names_at(np.flatnonzero(beyond)))
+    total = index.total_bytes - big
     if total <= budget.limit:
-        return []
+        return Choice([], unmanaged=unmanaged, unmanaged_bytes=big)
     values = values_of(cols, clock, policy, params, budget.protect_new)
+    values[beyond] = np.inf
     victims = _cheapest(cols, values, total - budget.target)
-    return decide_rows(index, victims, Cause.BUDGET, clock.now, policy=policy.name,
-                       score=values[victims])  # fmt: skip
+    # What may stay keeps usage within the ceiling once the rest is unlinked.
+    kept = index.total_bytes - int(cols["size"][victims].sum())
+    left = engine_first(cols, victims, clock,
+                        0 if budget.ceiling is None else budget.ceiling - kept)  # fmt: skip
+    go = victims[~np.isin(victims, left)]
+    decisions = decide_rows(index, go, Cause.BUDGET, clock.now, policy=policy.name,
+                            score=values[go])  # fmt: skip
+    return Choice(decisions, tuple(index.names_at(left)), unmanaged, big)
 
 
 def _cheapest(cols: Columns, values: Values, needed: int) -> npt.NDArray[np.intp]:

@@ -40,14 +40,16 @@ from kvgroomd.core.chains import Chains, joined
 from kvgroomd.core.cleanup import TempFile
 from kvgroomd.core.cleanup import plan as cleanup_plan
 from kvgroomd.core.decision import Decision, Fingerprint, Result
+from kvgroomd.core.deferral import Deferred
 from kvgroomd.core.drift import Drift, Listing, drift
-from kvgroomd.core.evict import Budget, choose
+from kvgroomd.core.evict import Budget, plan
 from kvgroomd.core.facts import Invalid, Loaded
 from kvgroomd.core.headroom import Headroom
 from kvgroomd.core.index import Change, Index, Snapshot, same_file, snapshot_of
 from kvgroomd.core.scoring import POLICIES, Clock
 from kvgroomd.core.steps import Note, Repairs, Rules, Step, Texts
 from kvgroomd.core.supersede import CHAIN_REASONS, Probes
+from kvgroomd.format.header import Reason
 
 __all__ = ["Groomer", "Note", "Repairs", "Rules", "Step", "Texts"]
 
@@ -76,6 +78,9 @@ class Groomer:
         self.chains = Chains(self.index)  # supersession: landings and sweeps
         self._unreachable: str | None = None  # why usage stays over the limit, once noted
         self._failed = 0  # unlinks that failed since the budget was last reached
+        # Files the last budget pass chose but left for the engine's own
+        # eviction (evict.plan): room in waiting, counted by limit().
+        self.deferred = Deferred()
         self._skewed = False  # a header time ahead of ours was noted
 
     # -- what the shell asks ---------------------------------------------------
@@ -87,11 +92,26 @@ class Groomer:
 
     def limit(self) -> int | None:
         """The usage budget eviction keeps below: the configured cap, and the
-        engine's budget less the room its next store needs."""
+        engine's budget less the room its next store needs, where files the
+        engine would evict first and kvgroomd chose anyway count as room."""
+        base = self._limit()
+        left = 0 if base is None else self.deferred.size(self.index)
+        ceiling = None if not left or base is None else self._ceiling(base)
+        return base if base is None or ceiling is None else min(base + left, ceiling)
+
+    def _limit(self) -> int | None:
         caps = [] if self.rules.budget is None else [self.rules.budget]
         if self.rules.engine_budget is not None:
             caps.append(max(self.rules.engine_budget - self.headroom.need(), 0))
         return min(caps) if caps else None
+
+    def _ceiling(self, limit: int) -> int | None:
+        """Usage that chosen files left for the engine may keep (evict.plan):
+        its budget, or the cap below it; None when the cap is what binds."""
+        engine, cap = self.rules.engine_budget, self.rules.budget
+        if engine is None or (cap is not None and cap <= limit):
+            return None
+        return engine if cap is None else min(cap, engine)
 
     def clock(self, now: float) -> Clock:
         """The policy's view of time."""
@@ -114,6 +134,7 @@ class Groomer:
         if rules.policy not in POLICIES:
             raise ValueError(f"unknown policy {rules.policy!r} (known: {', '.join(POLICIES)})")
         self.headroom.consume_tokens = rules.cold_max_tokens
+        self.deferred.leave(())
         if self.rules.dry_run and not rules.dry_run:
             self.ledger.held.clear()
         self.rules = rules
@@ -131,9 +152,10 @@ class Groomer:
             return step  # dry run: this very version was judged already
         self.ledger.held.pop(snap.name, None)
         self.invalid.pop(snap.name, None)
+        self.deferred.changed(snap.name)  # a new version, or a hit: judged afresh
         change, snap = self._put(snap, now, step)
         if change in (Change.ADDED, Change.REPLACED):
-            self.headroom.landed(snap.size)
+            self.headroom.landed(snap.size, snap.head, snap.header.tokens)
             step += self._supersede_by(snap, texts, now)
         if budget:
             step += self._budget(now)
@@ -164,8 +186,11 @@ class Groomer:
         step = Step()
         self.invalid.pop(name, None)
         self.ledger.held.pop(name, None)
+        agreed = self.deferred.gone(name)
         if (old := self.index.pop(name)) is not None:
-            self.headroom.gone(old.size, old.header.tokens)  # the engine evicted it (or consumed)
+            if not agreed:  # the engine evicted it for want of room (or consumed it)
+                rung = old.head if old.header.reason is Reason.CONTINUED else None
+                self.headroom.gone(old.size, old.header.tokens, rung_head=rung)
             step.notes.append(Note(events.REMOVED, "info", {
                 "name": name, "sha": old.sha, "reason": old.header.reason.label,
                 "tokens": old.header.tokens, "text_bytes": old.header.text_bytes,
@@ -388,16 +413,24 @@ class Groomer:
     def _budget(self, now: float) -> Step:
         """Evict by policy while usage is over the limit."""
         step = Step()
-        limit = self.limit()
+        limit = self._limit()
         if limit is None or self.index.total_bytes <= limit:
+            self.deferred.leave(())
             self._unreachable = None
             self._failed = 0
             return step
-        budget = Budget(limit, self.rules.low_watermark, self.rules.protect_new)
-        step.decisions += self._hold(choose(self.index, budget, self.clock(now),
-                                            POLICIES[self.rules.policy],
-                                            self.rules.policy_params))  # fmt: skip
-        step.notes += self._unreachable_note(limit)
+        clock = self.clock(now)
+        if self.index.total_bytes <= (self.limit() or 0) and self.deferred.still_first(
+                self.index, clock):  # fmt: skip
+            return step  # over only by files the engine will evict first
+        budget = Budget(limit, self.rules.low_watermark, self.rules.protect_new,
+                        self._ceiling(limit))  # fmt: skip
+        choice = plan(self.index, budget, clock, POLICIES[self.rules.policy],
+                      self.rules.policy_params)  # fmt: skip
+        self.deferred.leave(choice.left, choice.unmanaged)
+        step.decisions += self._hold(choice.decisions)
+        limit = self.limit() or 0
+        step.notes += self._unreachable_note(limit + choice.unmanaged_bytes)
         return step
 
     def _unreachable_note(self, limit: int | None) -> list[Note]:

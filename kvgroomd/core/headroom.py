@@ -20,7 +20,12 @@ The prediction uses only what kvgroomd sees, in the order it sees it:
 
 No wall clock: a faster or slower replay of the same traffic predicts the
 same room (the first term); the second reacts only to the engine's own
-evictions, which happen exactly when kvgroomd could not keep up.
+evictions, which happen exactly when kvgroomd could not keep up. Not counted:
+files kvgroomd chose and left for the engine to evict (core/evict.py `plan`),
+and a `continued` file that the next landing extends (same text head, more
+tokens): current engines demote the continued file the incoming one extends
+and take it first whenever they evict at all, and supersession would have
+removed it anyway.
 """
 
 from __future__ import annotations
@@ -39,19 +44,27 @@ class Headroom:
         self._recent: deque[int] = deque(maxlen=window)
         self._episodes: deque[int] = deque(maxlen=window)
         self._evicting = 0  # bytes the engine evicted since the last store seen
+        # `continued` files among them: (text head bucket, tokens, size)
+        self._rungs: list[tuple[int, int, int]] = []
         self.consume_tokens = consume_tokens
 
-    def landed(self, size: int) -> None:
-        """A store of `size` bytes landed (a new file, or a new version of one)."""
-        self._episodes.append(self._evicting)
+    def landed(self, size: int, head: int | None = None, tokens: int = 0) -> None:
+        """A store of `size` bytes landed (a new file, or a new version of one);
+        `head` and `tokens`: its text head bucket and length."""
+        demoted = sum(s for h, t, s in self._rungs if h == head and t < tokens)
+        self._episodes.append(max(self._evicting - demoted, 0))
         self._evicting = 0
+        self._rungs.clear()
         self._recent.append(size)
 
-    def gone(self, size: int, tokens: int) -> None:
+    def gone(self, size: int, tokens: int, *, rung_head: int | None = None) -> None:
         """A file of `size` bytes left without kvgroomd deciding it: the engine
-        evicted it, unless it was large enough to be consumed by a hit."""
+        evicted it, unless it was large enough to be consumed by a hit.
+        `rung_head`: the text head bucket of a `continued` file."""
         if tokens <= self.consume_tokens:
             self._evicting += size
+            if rung_head is not None:
+                self._rungs.append((rung_head, tokens, size))
 
     def seed(self, sizes: Iterable[int]) -> None:
         """Start from sizes already on disk, oldest first (a start-up scan)."""

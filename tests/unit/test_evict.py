@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kvgroomd.core.decision import Cause, Decision
-from kvgroomd.core.evict import NEVER_EVICTED, Budget, choose, protected, ranking, young
+from kvgroomd.core.evict import NEVER_EVICTED, Budget, choose, plan, protected, ranking, young
 from kvgroomd.core.index import Index, Snapshot, decide
 from kvgroomd.core.scoring import POLICIES, Clock, Policy
 from kvgroomd.format.header import Reason
@@ -363,3 +363,59 @@ class TestChooseAgreesWithTheFullRanking:
         got, want = choose(index, budget, Clock(NOW), policy), self.plain(index, budget, policy)
         assert [(d.name, d.seen, d.fields, d.header) for d in got] == [
             (d.name, d.seen, d.fields, d.header) for d in want]
+
+
+class TestLeftToTheEngine:
+    """With a ceiling (the engine's budget binds), chosen files the engine's own
+    eviction takes before anything kvgroomd keeps stay for the engine."""
+
+    def files(self) -> dict[str, Snapshot]:
+        # Engine scores (x2 for evict saves): rung 0.04, dead 0.2, save 1.0.
+        # Prefill values: the dead save (covered by a longer one) 0.01, the
+        # rung 0.02, the save 0.5.
+        return {
+            "rung": snapshot(reason=Reason.CONTINUED, tokens=4000, size=100_000, created_at=OLD),
+            "dead": snapshot(reason=Reason.EVICT, tokens=10_000, size=100_000, created_at=OLD,
+                             covered=True),
+            "save": snapshot(reason=Reason.EVICT, tokens=25_000, size=100_000, created_at=OLD,
+                             hits=1, last_used=NOW),
+        }  # fmt: skip
+
+    def test_the_engines_first_victims_stay(self) -> None:
+        """The rung is the engine's lowest and kvgroomd's choice: it stays;
+        without a ceiling it is unlinked now."""
+        f = self.files()
+        index = index_of(*f.values())
+        plain = plan(index, Budget(250_000, 0.8, 0), Clock(NOW), DS4)
+        assert names(plain.decisions) == [f["rung"].name] and plain.left == ()
+        got = plan(index, Budget(250_000, 0.8, 0, ceiling=300_000), Clock(NOW), DS4)
+        assert got.decisions == [] and got.left == (f["rung"].name,)
+
+    def test_a_victim_the_engine_ranks_above_a_kept_file_goes_now(self) -> None:
+        """kvgroomd takes the dead save and keeps the rung: the engine would
+        take the rung first, so the dead save is unlinked now, not left."""
+        f = self.files()
+        index = index_of(*f.values())
+        values = PREFILL.score(index.columns(), Clock(NOW))
+        assert values[1] < values[0] < values[2]  # dead, then rung, then save
+        got = plan(index, Budget(250_000, 0.8, 0, ceiling=300_000), Clock(NOW), PREFILL)
+        assert names(got.decisions) == [f["dead"].name] and got.left == ()
+
+    def test_what_stays_keeps_usage_within_the_ceiling(self) -> None:
+        """Left files never lift usage over the ceiling: with room for none
+        beside what kvgroomd keeps, everything chosen goes now."""
+        f = self.files()
+        index = index_of(*f.values())
+        got = plan(index, Budget(120_000, 1.0, 0, ceiling=150_000), Clock(NOW), DS4)
+        assert names(got.decisions) == [f["rung"].name, f["dead"].name] and got.left == ()
+        one = plan(index, Budget(120_000, 1.0, 0, ceiling=200_000), Clock(NOW), DS4)
+        assert one.left == (f["rung"].name,) and names(one.decisions) == [f["dead"].name]
+
+    def test_equal_engine_scores_are_not_left(self) -> None:
+        """A victim tied with a kept file on the engine's score goes now: the
+        engine breaks ties by times and scan order we cannot see."""
+        a = snapshot(reason=Reason.CONTINUED, tokens=1000, size=100_000, created_at=OLD)
+        b = snapshot(reason=Reason.CONTINUED, tokens=1000, size=100_000, created_at=OLD)
+        index = index_of(a, b)
+        got = plan(index, Budget(150_000, 1.0, 0, ceiling=400_000), Clock(NOW), DS4)
+        assert len(got.decisions) == 1 and got.left == ()

@@ -11,11 +11,11 @@ from kvgroomd.core.decision import Cause, Result
 from kvgroomd.core.drift import Listing
 from kvgroomd.core.evict import young
 from kvgroomd.core.facts import Invalid
-from kvgroomd.core.groomer import Groomer, Rules
+from kvgroomd.core.groomer import Groomer, Rules, Step
 from kvgroomd.core.index import Snapshot
 from kvgroomd.format.header import Reason
 from kvgroomd.sim.groom import SimTexts, snapshot_of
-from tests.unit.builders import DAY, T0, MemDisk, chat_text, indexed, snapshot
+from tests.unit.builders import DAY, T0, MemDisk, chat_text, indexed, settle_all, snapshot
 
 C = chat_text(30_000)
 OLD = T0 - DAY  # the builders' default created_at: long out of protect_new
@@ -170,19 +170,129 @@ class TestInvalidAndBudget:
 
     def test_the_engine_budget_keeps_room_for_the_next_store(self) -> None:
         """With engine_budget, the limit is the engine's budget less the
-        largest recent store, so the engine never has to evict by itself."""
-        snaps = [snapshot(C[:n], reason=Reason.EVICT, created_at=OLD, size=100)
+        largest recent store, so the engine never has to evict by itself.
+        (An agent's file, which the engine would evict before anything, keeps
+        kvgroomd from leaving any of its choices to the engine.)"""
+        agent = snapshot(C[:50], reason=Reason.AGENT_SESSION, created_at=OLD, size=100, tokens=1)
+        snaps = [snapshot(C[:n], reason=Reason.EVICT, created_at=OLD, size=200)
                  for n in (500, 600, 700)]  # fmt: skip
+        core = Groomer(Rules(engine_budget=1000, supersede=False, protect_new=0))
+        disk = disk_of([])
+        for s in (agent, *snaps):
+            land(core, disk, s)
+        assert core.limit() == 800
+        big = snapshot(C[:800], reason=Reason.EVICT, created_at=OLD, size=400)
+        step = land(core, disk, big)
+        assert core.limit() == 600
+        assert core.index.total_bytes <= 600 * 0.9
+        assert step.decisions
+
+    def test_a_file_larger_than_the_limit_is_left_to_the_engine(self) -> None:
+        """A save larger than the room left under the engine's budget cannot
+        be kept under the limit at all: it is not unlinked as it lands (the
+        engine evicts it when it needs the room, and it may serve a hit
+        first); the other files are kept under the limit without it, and no
+        unreachable-budget warning is logged for it."""
+        snaps = [snapshot(C[:n], reason=Reason.EVICT, created_at=OLD, size=100)
+                 for n in (400, 500, 600, 700)]  # fmt: skip
         core = Groomer(Rules(engine_budget=1000, supersede=False, protect_new=0))
         disk = disk_of([])
         for s in snaps:
             land(core, disk, s)
-        assert core.limit() == 900
         big = snapshot(C[:800], reason=Reason.EVICT, created_at=OLD, size=700)
         step = land(core, disk, big)
-        assert core.limit() == 300
-        assert core.index.total_bytes <= 300 * 0.9
-        assert step.decisions
+        assert core.limit() == 300 and big.name in core.index
+        assert core.index.total_bytes - big.size <= 300 * 0.9 and step.decisions
+        assert big.name not in [d.name for d in step.decisions]
+        assert events.BUDGET_UNREACHABLE not in [n.event for n in step.notes]
+        need = core.headroom.need()
+        core.gone(big.name)  # the engine evicts it when it stores: not room missed
+        assert core.headroom.need() == need
+        capped = Groomer(Rules(engine_budget=1000, budget=300, supersede=False, protect_new=0))
+        for s in snaps:
+            land(capped, disk, s)
+        assert big.name in [d.name for d in land(capped, disk, big).decisions]  # a cap binds
+
+    @staticmethod
+    def room_for_a_big_save(rules: Rules) -> tuple[Groomer, list[Snapshot], Step]:
+        """A rung and two saves (100 bytes each), then a 500-byte save lands:
+        the room kept for the next store becomes 500. The rung is the lowest
+        file for kvgroomd and for the engine alike; the big save is the
+        engine's next."""
+        files = [snapshot(C[:300], reason=Reason.CONTINUED, created_at=OLD, size=100)]
+        files += [snapshot(C[:n], reason=Reason.EVICT, created_at=OLD, size=100)
+                  for n in (600, 700)]  # fmt: skip
+        files.append(snapshot(C[:800], reason=Reason.EVICT, created_at=OLD, size=500))
+        core = Groomer(dataclasses.replace(rules, supersede=False, protect_new=0))
+        disk = disk_of([])
+        for s in files[:-1]:
+            land(core, disk, s)
+        return core, files, land(core, disk, files[-1])
+
+    def test_a_binding_cap_leaves_nothing_to_the_engine(self) -> None:
+        """When the configured cap is the limit, kvgroomd unlinks what it
+        chose itself: the engine would never evict under its larger budget."""
+        core, _, step = self.room_for_a_big_save(Rules(engine_budget=1000, budget=400))
+        assert step.decisions and core.index.total_bytes <= 400 * 0.9
+        assert core.limit() == 400
+
+    def test_files_the_engine_evicts_first_are_left_to_it(self) -> None:
+        """Of the files chosen, those the engine's own eviction takes before
+        any file kept stay until it stores: counted as room by limit(), and
+        their eviction by the engine does not grow the room kept."""
+        core, (rung, *saves, big), step = self.room_for_a_big_save(Rules(engine_budget=1000))
+        assert step.decisions == [] and events.BUDGET_UNREACHABLE not in [
+            n.event for n in step.notes]
+        assert core.usage == 800 and core.limit() == 1000
+        need = core.headroom.need()
+        core.gone(rung.name)  # the engine evicts what it was left, when it stores
+        assert core.headroom.need() == need
+        assert core.limit() == 1000 - need + big.size
+        core.gone(saves[0].name)  # an eviction kvgroomd did not agree to
+        assert core.headroom.need() == need + saves[0].size
+
+    def test_files_left_to_the_engine_are_room_until_hit(self) -> None:
+        """Usage over the limit only by files left to the engine needs no new
+        pass (one would take kvgroomd's own choices down to the low
+        watermark again); a hit takes a file out of that room: judged
+        afresh, its eviction by the engine then counts as room missed."""
+        files = [snapshot(C[:n], reason=r, created_at=OLD, size=sz) for n, r, sz in (
+            (300, Reason.CONTINUED, 100), (600, Reason.EVICT, 200), (700, Reason.EVICT, 200),
+            (800, Reason.EVICT, 300))]  # fmt: skip
+        rung, first = files[0], files[1]
+        core = Groomer(Rules(engine_budget=1000, supersede=False, protect_new=0))
+        disk = disk_of([])
+        steps = [land(core, disk, s) for s in files]
+        assert [d.name for d in steps[-1].decisions] == [first.name]  # the rung stays
+        settle_all(core, steps[-1], disk)
+        assert core.limit() == 1000 - 300 + rung.size
+        later = snapshot(C[:900], reason=Reason.EVICT, created_at=OLD, size=150)
+        assert land(core, disk, later).decisions == []  # 750: within the room in waiting
+        need = core.headroom.need()
+        land(core, disk, dataclasses.replace(rung, header=rung.header.touched(T0)))
+        assert core.limit() == 1000 - 300
+        core.gone(rung.name)
+        assert core.headroom.need() == need + rung.size
+
+    def test_files_left_are_judged_again_when_a_fresh_one_ranks_below_them(self) -> None:
+        """A fresh file can rank below the files left to the engine on the
+        engine's own score (a fresh store has no hits): the engine would then
+        take it first, so the landing plans again, and what is left after it
+        is again what the engine takes before anything kept."""
+        files = [snapshot(C[:n], reason=r, created_at=OLD, size=sz) for n, r, sz in (
+            (300, Reason.CONTINUED, 100), (600, Reason.EVICT, 200), (700, Reason.EVICT, 200),
+            (800, Reason.EVICT, 300))]  # fmt: skip
+        rung = files[0]
+        core = Groomer(Rules(engine_budget=1000, supersede=False, protect_new=0))
+        disk = disk_of([])
+        settle_all(core, [land(core, disk, s) for s in files][-1], disk)
+        assert core.deferred.names == {rung.name}
+        # 75 tokens in 150 bytes: below the rung's 3 per byte on the engine's score.
+        low = snapshot(C[:900], reason=Reason.CONTINUED, created_at=OLD, size=150, tokens=75)
+        step = land(core, disk, low)
+        assert rung.name not in core.deferred.names and step.decisions == []
+        assert core.deferred.names == {low.name}
+        assert core.deferred.still_first(core.index, core.clock(T0))
 
     def test_unreachable_budget_is_said_once_per_episode(self) -> None:
         """Files budget eviction never takes (agent, unknown reasons) hold usage
