@@ -122,8 +122,11 @@ def plan(index: Index, budget: Budget, clock: Clock, policy: Policy,
     # Files larger than the limit cannot be kept under it at all: unlinking
     # one now only throws away the hits it may serve before the engine needs
     # the room. When the engine's budget is what binds (a ceiling), they are
-    # left to the engine's own eviction and the rest is kept under the limit.
-    beyond = (np.zeros(len(cols), dtype=bool) if budget.ceiling is None
+    # left to the engine's own eviction and the rest is kept under the limit,
+    # as long as everything fits under the ceiling (a `budget:` cap above
+    # the engine's limit is never exceeded).
+    beyond = (np.zeros(len(cols), dtype=bool)
+              if budget.ceiling is None or index.total_bytes > budget.ceiling
               else cols["size"] > budget.limit)  # fmt: skip
     big = int(cols["size"][beyond].sum())
     unmanaged = tuple(index.names_at(np.flatnonzero(beyond)))

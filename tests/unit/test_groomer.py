@@ -189,29 +189,50 @@ class TestInvalidAndBudget:
 
     def test_a_file_larger_than_the_limit_is_left_to_the_engine(self) -> None:
         """A save larger than the room left under the engine's budget cannot
-        be kept under the limit at all: it is not unlinked as it lands (the
-        engine evicts it when it needs the room, and it may serve a hit
-        first); the other files are kept under the limit without it, and no
-        unreachable-budget warning is logged for it."""
-        snaps = [snapshot(C[:n], reason=Reason.EVICT, created_at=OLD, size=100)
-                 for n in (400, 500, 600, 700)]  # fmt: skip
+        be kept under the limit at all: it is not unlinked (the engine evicts
+        it when it needs the room, and it may serve a hit first); the other
+        files are kept under the limit without it, and no unreachable-budget
+        warning is logged for it. Here the room kept (700: the save, plus 100
+        the engine once had to evict by itself) leaves a limit of 300, and
+        the directory never exceeds the engine's budget."""
         core = Groomer(Rules(engine_budget=1000, supersede=False, protect_new=0))
         disk = disk_of([])
-        for s in snaps:
-            land(core, disk, s)
-        big = snapshot(C[:800], reason=Reason.EVICT, created_at=OLD, size=700)
-        step = land(core, disk, big)
-        assert core.limit() == 300 and big.name in core.index
-        assert core.index.total_bytes - big.size <= 300 * 0.9 and step.decisions
-        assert big.name not in [d.name for d in step.decisions]
-        assert events.BUDGET_UNREACHABLE not in [n.event for n in step.notes]
+        once = snapshot(C[:300], reason=Reason.EVICT, created_at=OLD, size=100)
+        land(core, disk, once)
+        core.gone(once.name)  # evicted by the engine: room that was missing
+        big = snapshot(C[:800], reason=Reason.EVICT, created_at=OLD, size=600)
+        land(core, disk, big)
+        assert core.limit() == 300
+        steps = [land(core, disk, snapshot(C[:n], reason=Reason.EVICT, created_at=OLD, size=100))
+                 for n in (400, 500, 600, 700)]  # fmt: skip
+        assert core.index.total_bytes + core.ledger.pending_bytes <= 1000
+        decided = [d.name for st in steps for d in st.decisions]
+        assert decided and big.name not in decided and big.name in core.index
+        assert core.index.total_bytes - big.size <= 300
+        assert events.BUDGET_UNREACHABLE not in [n.event for st in steps for n in st.notes]
         need = core.headroom.need()
         core.gone(big.name)  # the engine evicts it when it stores: not room missed
         assert core.headroom.need() == need
         capped = Groomer(Rules(engine_budget=1000, budget=300, supersede=False, protect_new=0))
-        for s in snaps:
-            land(capped, disk, s)
+        for sn in (snapshot(C[:n], reason=Reason.EVICT, created_at=OLD, size=100)
+                   for n in (400, 500, 600)):  # fmt: skip
+            land(capped, disk, sn)
         assert big.name in [d.name for d in land(capped, disk, big).decisions]  # a cap binds
+
+    def test_a_file_larger_than_the_limit_never_lifts_usage_over_a_cap(self) -> None:
+        """With a `budget:` cap above the engine's limit, the cap is the
+        ceiling: a file larger than the limit stays only while everything
+        fits under the cap."""
+        snaps = [snapshot(C[:n], reason=Reason.EVICT, created_at=OLD, size=100)
+                 for n in (400, 500, 600, 700)]  # fmt: skip
+        core = Groomer(Rules(engine_budget=1000, budget=850, supersede=False, protect_new=0))
+        disk = disk_of([])
+        for s in snaps:
+            land(core, disk, s)
+        big = snapshot(C[:800], reason=Reason.EVICT, created_at=OLD, size=700)
+        settle_all(core, land(core, disk, big), disk)
+        assert core.limit() is not None and core.limit() <= 850
+        assert core.index.total_bytes <= 850
 
     @staticmethod
     def room_for_a_big_save(rules: Rules) -> tuple[Groomer, list[Snapshot], Step]:
