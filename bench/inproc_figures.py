@@ -1,6 +1,6 @@
 """Figures measured in the bench process, on kvgroomd's own functions.
 
-* victims: `evict.ranking` / `evict.choose` over a 100,000-row index;
+* victims: `evict.ranking` / `evict.choose` / `evict.plan` over a 100,000-row index;
 * SHA-1 checks: the core's landing of one new snapshot against 1..1000
   candidates that are all true prefixes of its text (the worst case), against
   hashing each candidate's prefix separately;
@@ -24,7 +24,8 @@ import numpy as np
 from bench.common import median
 from kvgroomd.config import Config
 from kvgroomd.core.decision import Fingerprint
-from kvgroomd.core.evict import Budget, choose, ranking
+from kvgroomd.core.deferral import Deferred
+from kvgroomd.core.evict import Budget, choose, plan, ranking
 from kvgroomd.core.groomer import Groomer as CoreGroomer
 from kvgroomd.core.groomer import Rules
 from kvgroomd.core.index import Snapshot
@@ -82,6 +83,14 @@ def victims(g: Groomer, repeat: int = 5) -> dict[str, Any]:
     one, low = Budget(total - 1, 1.0, 120.0), Budget(total - 1, 0.9, 120.0)
     one_s, one = timed(lambda: choose(g.index, one, clock, policy), repeat)
     low_s, low = timed(lambda: choose(g.index, low, clock, policy), repeat)
+    # With the engine's budget binding: the same pass, leaving to the engine
+    # what it evicts first (core/deferral.py), and the re-check of that order
+    # a later pass makes.
+    binding = Budget(total - 1, 0.9, 120.0, ceiling=total + (1 << 30))
+    left_s, left = timed(lambda: plan(g.index, binding, clock, policy), repeat)
+    deferred = Deferred()
+    deferred.leave(left.left)
+    check_s, _ = timed(lambda: deferred.still_first(g.index, clock), repeat)
     select_s = None
     try:
         from kvgroomd.core.evict import _cheapest, protected  # noqa: PLC0415
@@ -102,6 +111,9 @@ def victims(g: Groomer, repeat: int = 5) -> dict[str, Any]:
         "watermark_ms": low_s * 1e3,
         "watermark_n": len(low),
         "select_ms": select_s * 1e3 if select_s is not None else None,
+        "left_pass_ms": left_s * 1e3,
+        "left_n": len(left.left),
+        "left_check_ms": check_s * 1e3,
     }
 
 

@@ -179,7 +179,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
                      f"one victim {v['one_victim_ms']:.1f} ms; to the low watermark "
                      f"({v['watermark_n']:,} victims) {fmt(v.get('select_ms'), ' ms')} to choose, "
                      f"{v['watermark_ms']:.1f} ms with their Decision objects; full ranking "
-                     f"(ls) {v['ranking_ms']:.1f} ms"))  # fmt: skip
+                     f"(ls) {v['ranking_ms']:.1f} ms; with the engine's budget binding "
+                     f"{fmt(v.get('left_pass_ms'), ' ms')} ({v.get('left_n', 0):,} left to the "
+                     f"engine), its re-check {fmt(v.get('left_check_ms'), ' ms')}"))  # fmt: skip
     idle = r.get("idle", {})
     if idle:
         rows.append((f"CPU while idle, {idle['window_s']:.0f} s, {args.big:,} indexed",
