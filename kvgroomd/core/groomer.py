@@ -40,12 +40,10 @@ from kvgroomd.core.chains import Chains, joined
 from kvgroomd.core.cleanup import TempFile
 from kvgroomd.core.cleanup import plan as cleanup_plan
 from kvgroomd.core.decision import Decision, Fingerprint, Result
-from kvgroomd.core.deferral import Deferred
 from kvgroomd.core.drift import Drift, Listing, drift
-from kvgroomd.core.evict import Budget, plan
 from kvgroomd.core.facts import Invalid, Loaded
-from kvgroomd.core.headroom import Headroom
 from kvgroomd.core.index import Change, Index, Snapshot, same_file, snapshot_of
+from kvgroomd.core.limits import Limits
 from kvgroomd.core.scoring import POLICIES, Clock
 from kvgroomd.core.steps import Note, Repairs, Rules, Step, Texts
 from kvgroomd.core.supersede import CHAIN_REASONS, Probes
@@ -69,18 +67,17 @@ class Groomer:
         # The cache's own clock: bytes landed so far. Policies measure a
         # file's idleness in it, so the pace of the traffic does not matter.
         self.activity = 0
-        self.headroom = Headroom(consume_tokens=rules.cold_max_tokens)
+        # The limit, the room kept for the engine's next store, the files
+        # left to the engine (core/limits.py).
+        self.limits = Limits(rules.cold_max_tokens)
+        self.headroom = self.limits.headroom
+        self.deferred = self.limits.deferred
         self.invalid: dict[str, tuple[tuple[int, int, int] | None, str]] = {}
         self.ledger = Ledger()  # decisions in flight; a dry run's judged versions
         # Activity stamps (act, seen_at) of the files a dry run held: one that
         # comes back keeps its place on the cache's clock instead of looking fresh.
         self._held_stamps: dict[str, tuple[int, int]] = {}
         self.chains = Chains(self.index)  # supersession: landings and sweeps
-        self._unreachable: str | None = None  # why usage stays over the limit, once noted
-        self._failed = 0  # unlinks that failed since the budget was last reached
-        # Files the last budget pass chose but left for the engine's own
-        # eviction (evict.plan): room in waiting, counted by limit().
-        self.deferred = Deferred()
         self._skewed = False  # a header time ahead of ours was noted
 
     # -- what the shell asks ---------------------------------------------------
@@ -91,27 +88,8 @@ class Groomer:
         return self.index.total_bytes + self.ledger.pending_bytes
 
     def limit(self) -> int | None:
-        """The usage budget eviction keeps below: the configured cap, and the
-        engine's budget less the room its next store needs, where files the
-        engine would evict first and kvgroomd chose anyway count as room."""
-        base = self._limit()
-        left = 0 if base is None else self.deferred.size(self.index)
-        ceiling = None if not left or base is None else self._ceiling(base)
-        return base if base is None or ceiling is None else min(base + left, ceiling)
-
-    def _limit(self) -> int | None:
-        caps = [] if self.rules.budget is None else [self.rules.budget]
-        if self.rules.engine_budget is not None:
-            caps.append(max(self.rules.engine_budget - self.headroom.need(), 0))
-        return min(caps) if caps else None
-
-    def _ceiling(self, limit: int) -> int | None:
-        """Usage that chosen files left for the engine may keep (evict.plan):
-        its budget, or the cap below it; None when the cap is what binds."""
-        engine, cap = self.rules.engine_budget, self.rules.budget
-        if engine is None or (cap is not None and cap <= limit):
-            return None
-        return engine if cap is None else min(cap, engine)
+        """The usage budget eviction keeps below (core/limits.py)."""
+        return self.limits.limit(self.index, self.rules)
 
     def clock(self, now: float) -> Clock:
         """The policy's view of time."""
@@ -133,12 +111,10 @@ class Groomer:
         rescan once the dry run is over (they were never deleted)."""
         if rules.policy not in POLICIES:
             raise ValueError(f"unknown policy {rules.policy!r} (known: {', '.join(POLICIES)})")
-        self.headroom.consume_tokens = rules.cold_max_tokens
-        self.deferred.leave(())
+        self.limits.reconfigure(rules)
         if self.rules.dry_run and not rules.dry_run:
             self.ledger.held.clear()
         self.rules = rules
-        self._unreachable = None
 
     # -- events ------------------------------------------------------------------
 
@@ -283,11 +259,11 @@ class Groomer:
         elif result in (Result.CHANGED, Result.REFUSED):
             self.chains.again()  # judge it again at the next sweep
         elif result is Result.FAILED:
-            self._failed += 1
+            self.limits.failed += 1
             self.chains.again()
             if snap is not None:
                 self.index.put(snap)  # still there: counted, and tried again later
-            return self._unreachable_note(self.limit())
+            return self.limits.unreachable(self.index, self.rules)
         return []
 
     def abandon(self, decisions: list[Decision]) -> None:
@@ -412,38 +388,9 @@ class Groomer:
 
     def _budget(self, now: float) -> Step:
         """Evict by policy while usage is over the limit."""
-        step = Step()
-        limit = self._limit()
-        if limit is None or self.index.total_bytes <= limit:
-            self.deferred.leave(())
-            self._unreachable = None
-            self._failed = 0
-            return step
-        clock = self.clock(now)
-        if self.index.total_bytes <= (self.limit() or 0) and self.deferred.still_first(
-                self.index, clock):  # fmt: skip
-            return step  # over only by files the engine will evict first
-        budget = Budget(limit, self.rules.low_watermark, self.rules.protect_new,
-                        self._ceiling(limit))  # fmt: skip
-        choice = plan(self.index, budget, clock, POLICIES[self.rules.policy],
-                      self.rules.policy_params)  # fmt: skip
-        self.deferred.leave(choice.left, choice.unmanaged)
-        step.decisions += self._hold(choice.decisions)
-        limit = self.limit() or 0
-        step.notes += self._unreachable_note(limit + choice.unmanaged_bytes)
+        choice = self.limits.choose(self.index, self.rules, self.clock(now))
+        if choice is None:
+            return Step()
+        step = Step(self._hold(choice.decisions))
+        step.notes += self.limits.unreachable(self.index, self.rules, choice.unmanaged_bytes)
         return step
-
-    def _unreachable_note(self, limit: int | None) -> list[Note]:
-        """Usage stays over the limit after every choice: say why, once per
-        episode (every event runs the budget while, say, a burst of young
-        files holds usage up: one line says so, not one per event)."""
-        if limit is None or self.index.total_bytes <= limit:
-            return []
-        why = ("unlinks failed (see snapshot.unlink_failed)" if self._failed
-               else "the rest is protected (agent or unknown reason)")  # fmt: skip
-        if why == self._unreachable:
-            return []
-        self._unreachable = why
-        return [Note(events.BUDGET_UNREACHABLE, "warning", {
-            "dir_bytes": self.index.total_bytes, "budget": limit, "why": why})]  # fmt: skip
-

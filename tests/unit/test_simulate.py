@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kvgroomd.core import evict as evict_module
-from kvgroomd.core import groomer as groomer_module
+from kvgroomd.core import limits as limits_module
 from kvgroomd.format.header import EXT_TOOL_MAP, sha1_hex
 from kvgroomd.sim import cli as simulate
 from kvgroomd.sim import replay as sim_replay
@@ -314,14 +314,14 @@ class TestKvgroomdSide:
         files it chose that the engine would evict first (core/evict.py
         `plan`): the engine evicts those and nothing else."""
         left: set[str] = set()
-        plan = groomer_module.plan
+        plan = limits_module.plan
 
         def spy(*args: object, **kw: object) -> evict_module.Choice:
             choice = plan(*args, **kw)  # type: ignore[arg-type]
             left.update(choice.left)
             return choice
 
-        monkeypatch.setattr(groomer_module, "plan", spy)
+        monkeypatch.setattr(limits_module, "plan", spy)
         w = workload(
             engine={"budget": "2GiB"},
             sessions=[{"id": "s", "count": 40, "every": "10m", "first": 9000}],
