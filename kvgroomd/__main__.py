@@ -18,6 +18,12 @@ EXIT_BROKEN_INSTALL = 5
 def main() -> int:
     """Run the command line; exit status 5 when kvgroomd cannot be imported."""
     try:
+        from kvgroomd.daemon._threads import handled_blocked  # noqa: PLC0415 - stdlib only
+
+        # numpy's BLAS starts threads as numpy is imported: they must not
+        # take the daemon's signals (daemon/_threads.py).
+        with handled_blocked():
+            import numpy  # noqa: F401, PLC0415
         from kvgroomd.cli import main as cli_main  # noqa: PLC0415 - guarded on purpose
 
         return cli_main()

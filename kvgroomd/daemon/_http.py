@@ -21,9 +21,10 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Callable
+
+from kvgroomd.daemon._threads import worker
 
 MAX_REQUEST = 8192  # bytes of request line and headers
 ACCEPT_BURST = 256  # connections accepted per wake-up before serving others
@@ -68,7 +69,7 @@ class HttpServer:
         self._sel.register(self._wake_r, selectors.EVENT_READ)
         self._conns: dict[int, _Conn] = {}
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="kvgroomd-metrics", daemon=True)
+        self._thread = worker(self._run, name="kvgroomd-metrics")
 
     def start(self) -> None:
         """Start serving in a thread of its own."""

@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from kvgroomd.core.facts import Loaded
 from kvgroomd.core.index import NAME
+from kvgroomd.daemon._threads import worker
 from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import DETECTING, read_many
 from kvgroomd.format.layouts import Reading
@@ -60,7 +61,7 @@ class Beside:
                             pickle.HIGHEST_PROTOCOL)  # fmt: skip
         # Written by a thread: the pipe holds 64 KiB, and the helper reads its
         # names only once its imports are done; the caller reads meanwhile.
-        self._writer = threading.Thread(target=self._send, args=(data,), daemon=True)
+        self._writer = worker(self._send, name="kvgroomd-reader-feed", args=(data,))
         self._writer.start()
 
     def _send(self, data: bytes) -> None:

@@ -53,6 +53,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kvgroomd.daemon._threads import worker
 from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.format.names import SnapshotName, classify
 
@@ -214,8 +215,7 @@ class Watcher:
             self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             with contextlib.suppress(OSError):  # no /proc: moves are still seen, mounts not
                 self._mounts = os.open(_MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
-            self._thread = threading.Thread(target=self._run, name="kvgroomd-inotify",
-                                            daemon=True)  # fmt: skip
+            self._thread = worker(self._run, name="kvgroomd-inotify")
             self._thread.start()
         except BaseException:
             self._close_fds()
