@@ -19,6 +19,7 @@ import contextlib
 import os
 import pickle
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ import numpy.typing as npt
 
 from kvgroomd.core.facts import Loaded
 from kvgroomd.core.index import NAME
-from kvgroomd.daemon._threads import worker
+from kvgroomd.daemon._threads import HANDLED, worker
 from kvgroomd.daemon.pinned import PinnedDir
 from kvgroomd.daemon.read import DETECTING, read_many
 from kvgroomd.format.layouts import Reading
@@ -118,6 +119,9 @@ class Beside:
 
 def main(argv: list[str]) -> int:
     """Read the names on stdin in the directory `argv[0]` (an inherited fd)."""
+    # Started by a daemon whose threads block its signals (_threads.py): the
+    # mask is inherited, and a SIGTERM from systemd must still end this helper.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
     directory = PinnedDir.adopt(int(argv[0]))
     names, reading = pickle.loads(sys.stdin.buffer.read())
     loaded = read_many(directory, names, reading=reading)

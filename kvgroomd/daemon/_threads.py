@@ -1,16 +1,15 @@
-"""Worker threads that never take the daemon's signals.
+"""The daemon's signals, taken by one thread that waits for them.
 
-The kernel hands a signal sent to the process (systemd's SIGTERM, a SIGHUP
-reload) to any thread that does not block it. CPython runs Python signal
-handlers in the main thread only, and a main thread asleep in the loop's
-queue read wakes early only when the signal lands on it: taken by a worker
-thread instead, the handler waited for the loop's next timer, up to the
-reconcile interval (5 minutes; seen once in CI as a SIGTERM answered 300 s
-late). So every thread of the daemon process blocks the signals the main
-thread handles, and the kernel must deliver them to the main thread. That
-includes threads that libraries start (numpy's BLAS starts its own when
-numpy is imported): `__main__` imports numpy inside `handled_blocked()`,
-and threads inherit the mask of the thread that starts them.
+The loop sleeps in a blocking queue read. A Python signal handler cannot
+wake it reliably: CPython runs handlers in the main thread only, between
+bytecodes, so a signal the kernel delivers to another thread, or to the main
+thread just before it starts to wait, is handled only when the wait ends,
+at the loop's next timer (up to the 5-minute reconcile: seen in CI as a
+SIGTERM answered 300 s late). So SIGTERM, SIGINT and SIGHUP are blocked in
+every thread, and one thread takes them with sigwait() and puts the wake-up
+in the queue like any other event. Threads inherit the mask of the thread
+that starts them: `__main__` imports numpy (whose BLAS starts threads) with
+the signals blocked, and `worker` blocks them in threads started later.
 """
 
 from __future__ import annotations
@@ -44,3 +43,31 @@ def handled_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+
+
+class SignalWaiter:
+    """Blocks the handled signals in the calling thread and takes them in a
+    thread of its own, calling `on_signal(signum)` there."""
+
+    def __init__(self, on_signal: Callable[[int], None]) -> None:
+        self._on_signal = on_signal
+        self._closed = False
+        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        self._thread = worker(self._run, name="kvgroomd-signals")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            signum = signal.sigwait(HANDLED)
+            if self._closed:
+                return
+            self._on_signal(signum)
+
+    def close(self) -> None:
+        """Stop taking signals; the calling thread's mask is as it was before."""
+        self._closed = True
+        if self._thread.ident is not None and self._thread.is_alive():
+            # Blocked in that thread: its sigwait() takes it, and it ends.
+            signal.pthread_kill(self._thread.ident, signal.SIGHUP)
+            self._thread.join(1.0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old)

@@ -1,8 +1,8 @@
 """The daemon: start-up, the event loop, timers and signals. Owns the clock.
 
 Shell. One thread does all the work: the watcher's observer thread only
-enqueues events, and signal handlers only set a flag and enqueue a wake-up,
-so there is no locking anywhere. The loop sleeps in a blocking queue read
+enqueues events, and the signal thread (_threads.py) only sets a flag and
+enqueues a wake-up, so there is no locking anywhere. The loop sleeps in a blocking queue read
 until the next event or timer (reconcile, systemd watchdog, a retry), so an
 idle daemon uses no CPU; the observer's thread reports its own end as an
 event, so nothing polls it.
@@ -27,11 +27,11 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from kvgroomd import log as events
 from kvgroomd.config import Config, ConfigError, format_size, load_config
+from kvgroomd.daemon._threads import SignalWaiter
 from kvgroomd.daemon._timers import Timers
 from kvgroomd.daemon.apply import recover
 from kvgroomd.daemon.groom import DiskGroomer, Stopped
@@ -95,26 +95,21 @@ class Daemon:
 
     # -- signals ----------------------------------------------------------------
 
-    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
-        self._stop = True
-        self._stop_signal = signum
+    def _on_signal(self, signum: int) -> None:
+        """In the signal thread (daemon/_threads.py): flag it and wake the loop."""
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stop = True
+            self._stop_signal = signum
         self.queue.put(Wake())
-
-    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
-        self._reload = True
-        self.queue.put(Wake())
-
-    def _install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
 
     # -- life cycle ---------------------------------------------------------------
 
     def run(self) -> int:
         """Run until stopped. Exit status: 0 on a clean stop, 1 on failure, 6 when
         another kvgroomd already grooms the directory."""
-        self._install_signals()
+        signals = SignalWaiter(self._on_signal)
         c = self.config
         self.log.info(events.STARTED, cache_dir=str(c.cache_dir), budget=c.budget,
                       policy=c.policy, dry_run=c.dry_run, supersede=c.supersede,
@@ -142,6 +137,7 @@ class Daemon:
                           unlinked=sum(self.groomer.totals.unlinked.values()),
                           freed=sum(self.groomer.totals.freed.values()))  # fmt: skip
             self.notifier.close()
+            signals.close()
         return status
 
     def _start(self) -> bool:
