@@ -87,10 +87,5 @@ class Deferred:
     def still_first(self, index: Index, clock: Clock) -> bool:
         """Whether the engine would still take every file left before any other."""
         rows = self.rows(index)
-        if not len(rows):
-            return True
-        cols = index.columns()
-        score = engine_score(cols, clock, {})
-        others = np.ones(len(cols), dtype=bool)
-        others[rows] = False
-        return not others.any() or bool(score[rows].max() < score[others].min())
+        spare = max(index.total_bytes, 1)  # no cut by size: all of them, or not
+        return not len(rows) or len(engine_first(index.columns(), rows, clock, spare)) == len(rows)

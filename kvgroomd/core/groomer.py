@@ -252,6 +252,7 @@ class Groomer:
         snap = self.ledger.release(d.name)
         if result in (Result.UNLINKED, Result.GONE, Result.WOULD_UNLINK):
             self.index.pop(d.name)  # already out if the core decided it; a no-op then
+            self.deferred.gone(d.name)  # forgotten: names of files long gone pile up
         if result is Result.WOULD_UNLINK:
             self.ledger.held[d.name] = d.seen
             if snap is not None:
