@@ -127,8 +127,13 @@ def engine_score(cols: Columns, clock: Clock, _params: Mapping[str, float]) -> V
 # traffic replayed faster or slower gets the same decisions.
 PREFILL_DEFAULTS: Mapping[str, float] = {
     # The chance of any further hit halves per this many turnovers of idleness:
-    # a conversation is resumed while the cache still remembers it.
-    "idle_half_turnovers": 1.0,
+    # a conversation is resumed while the cache still remembers it. Long
+    # prefills written rung by rung count every rung as a landing: six
+    # conversations re-prefilling up to 100k tokens run the clock by two
+    # turnovers a request, and 1 forgot them before they came back. 2 keeps
+    # dead short saves too long (`cold-anchor-evicted` falls below the
+    # engine's own score with supersession).
+    "idle_half_turnovers": 1.5,
     # Hits are evidence of reuse; they fade over this many turnovers.
     "hit_half_turnovers": 4.0,
     # Prior hits of a file never hit yet, by reason. A chat anchor (a cold

@@ -291,7 +291,9 @@ class TestInvalidAndBudget:
         assert land(core, disk, later).decisions == []  # 750: within the room in waiting
         need = core.headroom.need()
         land(core, disk, dataclasses.replace(rung, header=rung.header.touched(T0)))
-        assert core.limit() == 1000 - 300
+        assert rung.name not in core.deferred.names  # judged afresh: no longer room
+        left = sum(s.size for n in core.deferred.names if (s := core.index.get(n)) is not None)
+        assert core.limit() == 1000 - 300 + left
         core.gone(rung.name)
         assert core.headroom.need() == need + rung.size
 

@@ -88,10 +88,13 @@ class TestPrefillPolicy:
         assert v[0] > v[1]
 
     def test_idle_is_measured_in_turnovers(self) -> None:
-        """A file last used one turnover ago (as many bytes landed since as the
-        cache holds) is worth half a file used just now."""
-        c = cols({"act": 0}, {"act": 2 * size_of(10240)})
-        v = POLICIES["prefill"].score(c, Clock(NOW, activity=2 * size_of(10240)))
+        """A file last used `idle_half_turnovers` turnovers ago (a turnover: as
+        many bytes landed since as the cache holds) is worth half a file used
+        just now."""
+        half = PREFILL_DEFAULTS["idle_half_turnovers"]
+        since = int(half * 2 * size_of(10240))  # two files held
+        c = cols({"act": 0}, {"act": since})
+        v = POLICIES["prefill"].score(c, Clock(NOW, activity=since))
         assert v[0] == pytest.approx(0.5 * v[1])
 
     def test_wall_time_does_not_matter(self) -> None:
