@@ -272,6 +272,18 @@ class TestInvalidAndBudget:
         core.gone(saves[0].name)  # an eviction kvgroomd did not agree to
         assert core.headroom.need() == need + saves[0].size
 
+    def test_a_file_left_then_unlinked_by_kvgroomd_is_forgotten(self) -> None:
+        """A file left to the engine that kvgroomd later unlinks itself (here:
+        a cap set by a reload binds) is no longer one it agreed to leave: the
+        set of such names does not grow for the daemon's lifetime."""
+        core, (rung, *saves, big), _ = self.room_for_a_big_save(Rules(engine_budget=1000))
+        assert rung.name in core.deferred.names
+        core.reconfigure(dataclasses.replace(core.rules, budget=300))
+        step = core.tick(T0)
+        assert rung.name in [d.name for d in step.decisions]
+        settle_all(core, step, disk_of([rung, *saves, big]))
+        assert not core.deferred.gone(rung.name)
+
     def test_files_left_to_the_engine_are_room_until_hit(self) -> None:
         """Usage over the limit only by files left to the engine needs no new
         pass (one would take kvgroomd's own choices down to the low
