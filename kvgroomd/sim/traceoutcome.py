@@ -22,13 +22,15 @@ GiB = 1 << 30
 # ones (`room`): a tag for the table and what it means. The figures are
 # bench/trace_fidelity.py's: the engine emulator's chat traffic (6 seeds, 300
 # requests) recorded at one budget and replayed at others, against the
-# emulator run at those.
+# emulator run at those. Each range spans every run so far (the policy and
+# the replay changed between them; the latest, 2026-12-03: -3.0% to +5.5%,
+# 0.75x -5.2% to +13.9%, 1.5x and 2x -6.6% to +11.0%).
 ESTIMATE = {
     "same": ("as recorded", "the recorded budgets: the recording's lookups replayed; "
-             "measured from -2.3% to +1.6% of what the engine served (once -6.3%, on a "
+             "measured from -3.0% to +5.5% of what the engine served (once -6.3%, on a "
              "loaded machine)"),
     "more": ("more room", "a budget above the recorded one: for the engine's, measured from "
-             "-3.8% to +7.1% of what the engine served at 1.5x and 2x, either way; what the "
+             "-6.6% to +11% of what the engine served at 1.5x and 2x, either way; what the "
              "recording never held is not credited (stores its engine skipped as too big, "
              "files gone before kvgroomd read them)"),
     "less": ("less room", "a budget below the recorded one: for the engine's, measured from "
