@@ -7,14 +7,12 @@ the recorded one that may be a file the recording had already lost (a
 session's last save, evicted before the session came back). The trace can
 only credit it if it knows that file is a prefix of what the session stored
 next. So each landing's text is checked against the files removed lately
-(by the engine or by kvgroomd, whatever their reason).
-
-Cheap: a removed file is remembered by its length and its last 8 text bytes
-(the core's `tail`), so one gather over the landing's text rules out almost
-every one of them; SHA-1 proves the few left, in one pass. A landing is
-queued and checked when the daemon is idle, or before the next change it
-handles (a supersession or an engine eviction after it may remove the
-file); the recorder checks at once a landing kvgroomd decided to remove.
+(by the engine or by kvgroomd, whatever their reason: core/removed.py, the
+ring the core's reuse evidence uses too), with the tails of the files that
+landed lately remembered here (the engine's removal carries no text). A
+landing is queued and checked when the daemon is idle, or before the next
+change it handles (a supersession or an engine eviction after it may remove
+the file); the recorder checks at once a landing kvgroomd decided to remove.
 """
 
 from __future__ import annotations
@@ -22,14 +20,9 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
-import numpy as np
+from kvgroomd.core.removed import REMOVED_FILES, Removed
 
-from kvgroomd.core.supersede import prefixes_of
-from kvgroomd.format.prefix import TAIL_BYTES, windows
-
-# Removed files remembered (a slot of ~150 bytes each): a session coming back
-# after this many removals is not linked to its last save.
-GONE_FILES = 1024
+GONE_FILES = REMOVED_FILES  # a session coming back after this many removals is not linked
 # Landings whose tails are remembered (~150 bytes each): the engine's removal
 # of a file that landed longer ago than this is not remembered (kvgroomd's
 # own removals carry the tail).
@@ -44,12 +37,7 @@ class GoneTexts:
     def __init__(self, size: int = GONE_FILES, tails: int = TAILS) -> None:
         self._tails: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.tails_kept = tails
-        # A ring of removed files: name, text length (0: a free slot), tail.
-        self._names: list[str] = [""] * size
-        self._length = np.zeros(size, dtype=np.int64)
-        self._tail = np.zeros(size, dtype=np.uint64)
-        self._slot: dict[str, int] = {}
-        self._next = 0
+        self._removed = Removed(size)
         self._queue: list[str] = []
 
     def seen(self, name: str, tail: int | None) -> None:
@@ -64,23 +52,13 @@ class GoneTexts:
     def removed(self, name: str, text_bytes: int, tail: int | None = None) -> None:
         """`name` left the directory; its tail, if not given, as last seen."""
         known = self._tails.pop(name, None)
-        tail = known if tail is None else tail
-        if tail is None or text_bytes < TAIL_BYTES or name in self._slot:
-            return
-        slot = self._next
-        self._next = (slot + 1) % len(self._names)
-        if self._slot.get(self._names[slot]) == slot:  # the oldest is forgotten
-            del self._slot[self._names[slot]]
-        self._names[slot], self._length[slot], self._tail[slot] = name, text_bytes, tail
-        self._slot[name] = slot
+        self._removed.removed(name, text_bytes, known if tail is None else tail)
 
     def landed(self, name: str, tail: int | None) -> None:
         """`name` landed: to be checked (it is no longer gone, if it was)."""
         self.seen(name, tail)
-        slot = self._slot.pop(name, None)
-        if slot is not None:
-            self._length[slot] = 0
-        if self._slot:
+        self._removed.back(name)
+        if len(self._removed):
             self._queue.append(name)
 
     @property
@@ -107,24 +85,7 @@ class GoneTexts:
             names, self._queue = self._queue, []
         out = []
         for name in names:
-            if found := self._extends(name, text):
-                out.append((name, found))
+            data = text(name)
+            if data and (found := self._removed.extended_by(name, data)):
+                out.append((name, [o for o, _ in found]))
         return out
-
-    def _extends(self, name: str, text: Callable[[str], bytes | None]) -> list[str]:
-        data = text(name)
-        win = windows(data) if data else None
-        if data is None or win is None:
-            return []
-        length = self._length
-        rows = np.flatnonzero((length >= TAIL_BYTES) & (length < len(data)))
-        rows = rows[win[length[rows] - TAIL_BYTES] == self._tail[rows]]  # ends as they do?
-        if not len(rows):
-            return []
-        olds = [self._names[int(i)] for i in rows]
-        try:
-            shas = [bytes.fromhex(o[:40]) for o in olds]
-            found = prefixes_of(data, bytes.fromhex(name[:40]), length[rows].tolist(), shas)
-        except ValueError:  # not a snapshot's name: nothing to prove
-            return []
-        return [o for o, yes in zip(olds, found or [], strict=False) if yes]
