@@ -53,6 +53,11 @@ ROW = np.dtype(
         # Ages count from min(created_at, seen_at): a header time from a clock
         # that runs ahead cannot keep a file young for ever.
         ("seen_at", "u8"),
+        # A save's parent's reuse evidence (core/branches.py): how many saves
+        # extending the same longest earlier file were used again, and how
+        # many left unused. 0 and 0: no evidence.
+        ("sib_used", "u4"),
+        ("sib_unused", "u4"),
         ("tokens", "u4"),
         ("hits", "u4"),
         ("ctx_size", "u4"),
@@ -130,7 +135,7 @@ def record_of(s: Snapshot, sha: bytes) -> dict[str, Any]:
     rec.update(sha_hi=int.from_bytes(sha[:8], "little"), sha_mid=sha[8:12],
                sha_lo=int.from_bytes(sha[12:], "little"), head=s.head, tail=s.tail or 0,
                bkey=s.bkey or 0, act=s.act, seen_at=s.seen_at, reason=int(h.reason),
-               covered=s.covered, flags=flags)  # fmt: skip
+               covered=s.covered, flags=flags, sib_used=0, sib_unused=0)  # fmt: skip
     return rec
 
 

@@ -51,26 +51,30 @@ class Chains:
         self._swept = -1
 
     def landing(self, new: Snapshot, text: bytes, now: float, *, strict_quant: bool,
-                supersede: bool, notes: bool) -> tuple[list[Decision], list[Note]]:  # fmt: skip
+                supersede: bool, notes: bool,
+                ) -> tuple[list[Decision], list[Note], list[str]]:  # fmt: skip
         """Prove which indexed files `new`'s text strictly extends; mark them
         covered and decide the superseded ones (`supersede`); `notes`: an
-        EXTENDS note for what it extends (the activity trace wants them)."""
+        EXTENDS note for what it extends (the activity trace wants them).
+        Also returns the names of the files it extends, longest first."""
         index = self.index
         row = index.row_of(new.name)
         if new.header.reason not in CHAIN_REASONS or row is None:
-            return [], []
+            return [], [], []
         cands = candidate_rows(index, row, text, strict_quant=strict_quant)
         if not len(cands):
-            return [], []
+            return [], [], []
         cols = index.columns()
         proven = prove(cols, np.array([row]), np.array([0, len(cands)]), cands, [text])
         covered = cands[proven]
+        longest = np.argsort(-cols["text_bytes"][covered].astype(np.int64), kind="stable")
+        extends = index.names_at(covered[longest])
         out = self._extends(np.full(len(covered), row), covered) if notes else []
         if not supersede:
-            return [], out
+            return [], out, extends
         index.set_column("covered", covered, True)
         go = covered[superseding(cols, np.full(len(covered), row), covered)]
-        return self._decide(go, np.full(len(go), row), now), out
+        return self._decide(go, np.full(len(go), row), now), out, extends
 
     def sweep(self, texts: Texts, now: float, *, strict_quant: bool, supersede: bool,
               notes: bool, probes: Probes | None = None,

@@ -43,6 +43,10 @@ __all__ = ["BKEY_KNOWN", "HEAD_BYTES", "NAME", "ODD_NAME", "ROW", "SHORT_HEAD", 
            "Change", "Columns", "Index", "Snapshot", "decide", "decide_rows", "head_key",
            "names_array", "parse_names", "same_file", "snapshot_of"]  # fmt: skip
 
+# What an in-place rewrite of a file (a hit) leaves as it was: the index's own
+# facts about its text and its branch, and when it was first seen.
+_KEPT = ("covered", "seen_at", "sib_used", "sib_unused")
+
 
 class Change(Enum):
     """What `Index.put` did."""
@@ -213,7 +217,7 @@ class Index:
 
     def put(self, s: Snapshot) -> Change:
         """Insert or update `s`; report what kind of change that was. An
-        in-place update keeps the row's `covered` flag (the text is the same)."""
+        in-place update keeps the index's own facts of the row (`_KEPT`)."""
         sha = sha_of(s.name)
         if sha is None:
             raise ValueError(f"not a snapshot name: {s.name!r}")
@@ -238,8 +242,8 @@ class Index:
             self.generation += 1
         else:
             change = Change.UPDATED
-            # The same file keeps what its text told and when it was first seen.
-            rec["covered"], rec["seen_at"] = old["covered"], old["seen_at"]
+            for kept in _KEPT:
+                rec[kept] = old[kept]
         if rec == old:
             return Change.UNCHANGED
         self._bytes += s.seen.size - old["size"]
@@ -286,8 +290,9 @@ class Index:
         return gone
 
     def set_column(self, field: str, rows: npt.NDArray[np.intp], values: Any) -> None:
-        """Set one of the index's own columns (`covered`, `act`, `seen_at`)."""
-        if field not in ("covered", "act", "seen_at"):
+        """Set one of the index's own columns (`covered`, `act`, `seen_at`,
+        `sib_used`, `sib_unused`)."""
+        if field not in ("covered", "act", "seen_at", "sib_used", "sib_unused"):
             raise ValueError(f"{field} comes from the file, not the index")
         self._rows[field][rows] = values
 

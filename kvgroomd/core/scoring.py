@@ -162,6 +162,13 @@ PREFILL_DEFAULTS: Mapping[str, float] = {
     # document and its save). Its prior is multiplied by this, so being big
     # never makes it outrank a hit anchor or a fresh conversation save.
     "orphan_factor": 0.2,
+    # The share of saves the priors above assume to be used again. A save's
+    # siblings (the saves that extended the same longest earlier file,
+    # core/branches.py) say how likely it is: (used + 1) / (used + unused + 2)
+    # (the rule of succession: 1/2 without evidence). Below this share the
+    # prior is scaled by estimate / share: the one-shot questions on one
+    # document go first, however alike their saves and a conversation's look.
+    "sibling_reuse": 1 / 3,
     # A strict prefix of a compatible longer snapshot only serves prompts that
     # diverge between the two ends: rare for an older save of a conversation
     # that went on (an evict/shutdown save, a whole-prompt cold). Not so for a
@@ -188,9 +195,10 @@ def prefill_value(cols: Columns, clock: Clock, p: Mapping[str, float]) -> Values
 
     t = (clock.activity - act) / bytes held: turnovers since the file last
     landed or served a hit. Expected hits are capped at 1 over consume_tokens;
-    priors are discounted for tool saves and for files of a text family that
-    never served a hit; stale covered saves and legacy files are discounted
-    (see PREFILL_DEFAULTS).
+    priors are discounted for tool saves, for files of a text family that
+    never served a hit and for saves whose siblings were seldom used again;
+    stale covered saves and legacy files are discounted (see
+    PREFILL_DEFAULTS).
     """
     size = np.maximum(cols["size"].astype(np.float64), 1.0)
     held = max(float(size.sum()), 1.0)
@@ -214,6 +222,9 @@ def prefill_value(cols: Columns, clock: Clock, p: Mapping[str, float]) -> Values
     heads = cols["head"]
     served = np.isin(heads, heads[hits > 0])
     prior = np.where(served, prior, prior * p["orphan_factor"])
+    sib_used = cols["sib_used"].astype(np.float64)
+    reuse = (sib_used + 1.0) / (sib_used + cols["sib_unused"] + 2.0)
+    prior = prior * np.minimum(reuse / p["sibling_reuse"], 1.0)
     expected = (prior + recent_hits) * np.exp2(-idle / p["idle_half_turnovers"])
     expected = np.where(tokens > p["consume_tokens"], np.minimum(expected, 1.0), expected)
     stale = cols["covered"] & ~anchor & (reason != int(Reason.CONTINUED))

@@ -34,7 +34,7 @@ def cols(*rows: dict[str, object]) -> Columns:
         out[i]["last_used"] = r.get("last_used", out[i]["created_at"])
         out[i]["reason"] = int(r.get("reason", Reason.CONTINUED))  # type: ignore[call-overload]
         out[i]["abi"] = r.get("abi", 2)
-        for key in ("hits", "ext_flags", "covered", "act", "head"):
+        for key in ("hits", "ext_flags", "covered", "act", "head", "sib_used", "sib_unused"):
             if key in r:
                 out[i][key] = r[key]
     return out
@@ -159,6 +159,18 @@ class TestPrefillPolicy:
         """A continued file with a tool-id map is valued like one without."""
         v = prefill(cols({"ext_flags": EXT_TOOL_MAP}, {}))
         assert v[0] == v[1]
+
+    def test_saves_whose_siblings_went_unused_are_discounted(self) -> None:
+        """A save is worth its prior times (used + 1) / (used + unused + 2)
+        over sibling_reuse when that is below 1: four siblings left unused
+        halve it; siblings mostly used, or none known, change nothing."""
+        save = {"reason": Reason.EVICT}
+        v = prefill(cols({**save, "sib_unused": 4}, save,
+                         {**save, "sib_used": 3, "sib_unused": 1}))  # fmt: skip
+        share = PREFILL_DEFAULTS["sibling_reuse"]
+        assert v[0] == pytest.approx(min((0 + 1) / (0 + 4 + 2) / share, 1) * v[1])
+        assert v[0] == pytest.approx(v[1] / 2)
+        assert v[2] == v[1]
 
     def test_covered_save_is_discounted(self) -> None:
         """An evict save that a longer file extends is worth covered_factor of itself."""
