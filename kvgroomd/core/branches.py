@@ -18,6 +18,10 @@ consumed by a hit, which proves nothing either way). The index keeps each
 save's parent's counts (`sib_used`, `sib_unused`); the policy turns them
 into an estimate (core/scoring.py). Counts are kept for the last
 `PARENTS` parents; without evidence (a start-up, a new branch) both are 0.
+
+`Siblings` is the counting alone; `Branches` is what the decision core
+(core/groomer.py) tells of each landing, hit and removal, and keeps the
+index's columns in step.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from kvgroomd.core.index import Index, Snapshot
+from kvgroomd.core.removed import Removed
+from kvgroomd.format.header import Reason
+
 PARENTS = 4096  # parents whose counts are remembered (~200 bytes each)
+SAVES = (Reason.EVICT, Reason.SHUTDOWN)  # saves of a live session: what is counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +46,7 @@ class Evidence:
     saves: tuple[str, ...]
 
 
-class Branches:
+class Siblings:
     """Open saves by parent, and each parent's used/unused counts."""
 
     def __init__(self, parents: int = PARENTS) -> None:
@@ -96,3 +105,64 @@ class Branches:
             siblings.discard(save)
             if not siblings:
                 del self._open[parent]
+
+
+class Branches:
+    """The reuse evidence of one index: each save's parent, found when it
+    lands, and its parent's counts in the index's `sib_used`/`sib_unused`."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.siblings = Siblings()
+        self.removed = Removed()  # files gone lately: a save's parent may be one
+
+    def new_version(self, name: str) -> None:
+        """`name` was added or replaced: on disk again, and judged afresh."""
+        self.removed.back(name)
+        self.siblings.forget(name)
+
+    def landing(self, new: Snapshot, text: bytes, extends: list[str]) -> None:
+        """`new`'s text strictly extends the indexed files `extends` (longest
+        first): the saves among them were used (their conversation went on).
+        A save's parent is the longest file it extends, indexed or removed."""
+        for name in extends:
+            self._follow(self.siblings.used(name))
+        if new.header.reason not in SAVES:
+            return
+        longest = self.index.get(extends[0]) if extends else None
+        parent = (longest.name, longest.header.text_bytes) if longest else ("", -1)
+        for name, length in self.removed.extended_by(new.name, text):
+            parent = max(parent, (name, length), key=lambda p: p[1])
+        if parent[1] < 0:
+            return
+        used, unused = self.siblings.born(new.name, parent[0])
+        rows = self.index.rows_of([new.name])
+        self.index.set_column("sib_used", rows, used)
+        self.index.set_column("sib_unused", rows, unused)
+
+    def hit(self, name: str) -> None:
+        """The engine served a hit from `name`."""
+        self._follow(self.siblings.used(name))
+
+    def left(self, old: Snapshot, *, by_us: bool, consume_tokens: int) -> None:
+        """`old` left the directory: remembered as removed; a save still open
+        counts as unused, unless the engine removed a file it may have
+        consumed on a hit (over `consume_tokens`), which proves nothing."""
+        self.removed.removed(old.name, old.header.text_bytes, old.tail)
+        if by_us or old.header.tokens <= consume_tokens:
+            self._follow(self.siblings.unused(old.name))
+        else:
+            self.siblings.forget(old.name)
+
+    def forget(self, name: str) -> None:
+        """`name` stopped counting (a file the engine would not load)."""
+        self.siblings.forget(name)
+
+    def _follow(self, ev: Evidence | None) -> None:
+        """A parent's counts changed: its open saves' columns follow."""
+        if ev is None or not ev.saves:
+            return
+        rows = self.index.rows_of(list(ev.saves))
+        rows = rows[rows >= 0]
+        self.index.set_column("sib_used", rows, ev.used)
+        self.index.set_column("sib_unused", rows, ev.unused)

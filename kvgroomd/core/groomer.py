@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from kvgroomd import events
 from kvgroomd.core._ledger import Ledger
-from kvgroomd.core.branches import Branches, Evidence
+from kvgroomd.core.branches import Branches
 from kvgroomd.core.chains import Chains, joined
 from kvgroomd.core.cleanup import TempFile
 from kvgroomd.core.cleanup import plan as cleanup_plan
@@ -45,7 +45,6 @@ from kvgroomd.core.drift import Drift, Listing, drift
 from kvgroomd.core.facts import Invalid, Loaded
 from kvgroomd.core.index import Change, Index, Snapshot, same_file, snapshot_of
 from kvgroomd.core.limits import Limits
-from kvgroomd.core.removed import Removed
 from kvgroomd.core.scoring import POLICIES, Clock
 from kvgroomd.core.steps import Note, Repairs, Rules, Step, Texts
 from kvgroomd.core.supersede import CHAIN_REASONS, Probes
@@ -56,7 +55,6 @@ __all__ = ["Groomer", "Note", "Repairs", "Rules", "Step", "Texts"]
 Rows = npt.NDArray[np.intp]
 HEADROOM_SEED = 16  # the newest files of a scan stand in for the stores not seen
 SKEW_S = 60  # a header time this far ahead of ours is noted (once)
-_SAVES = (Reason.EVICT, Reason.SHUTDOWN)  # saves of a live session: what branches.py counts
 
 
 class Groomer:
@@ -81,10 +79,8 @@ class Groomer:
         # comes back keeps its place on the cache's clock instead of looking fresh.
         self._held_stamps: dict[str, tuple[int, int]] = {}
         self.chains = Chains(self.index)  # supersession: landings and sweeps
-        # Whether saves are used again, by the longest earlier file they
-        # extend (core/branches.py), which may have left: core/removed.py.
-        self.branches = Branches()
-        self.removed = Removed()
+        # Whether saves like each one were used again (core/branches.py).
+        self.branches = Branches(self.index)
         self._skewed = False  # a header time ahead of ours was noted
 
     # -- what the shell asks ---------------------------------------------------
@@ -139,8 +135,6 @@ class Groomer:
         change, snap = self._put(snap, now, step)
         if change in (Change.ADDED, Change.REPLACED):
             self.headroom.landed(snap.size, snap.head, snap.header.tokens)
-            self.removed.back(snap.name)
-            self.branches.forget(snap.name)  # a new version: its own evidence follows
             step += self._supersede_by(snap, texts, now)
         if budget:
             step += self._budget(now)
@@ -174,7 +168,7 @@ class Groomer:
         self.ledger.held.pop(name, None)
         agreed = self.deferred.gone(name)
         if (old := self.index.pop(name)) is not None:
-            self._left(old, by_us=False)
+            self.branches.left(old, by_us=False, consume_tokens=self.rules.cold_max_tokens)
             if not agreed:  # the engine evicted it for want of room (or consumed it)
                 rung = old.head if old.header.reason is Reason.CONTINUED else None
                 self.headroom.gone(old.size, old.header.tokens, rung_head=rung)
@@ -265,7 +259,8 @@ class Groomer:
             self.index.pop(d.name)  # already out if the core decided it; a no-op then
             self.deferred.gone(d.name)  # forgotten: names of files long gone pile up
         if result in (Result.UNLINKED, Result.GONE) and snap is not None:
-            self._left(snap, by_us=result is Result.UNLINKED)
+            self.branches.left(snap, by_us=result is Result.UNLINKED,
+                               consume_tokens=self.rules.cold_max_tokens)  # fmt: skip
         if result is Result.WOULD_UNLINK:
             self.ledger.held[d.name] = d.seen
             if snap is not None:
@@ -306,9 +301,11 @@ class Groomer:
             hit = snap.header.hits > old["hits"]
             act = self.activity if hit else int(old["act"])
             if hit:
-                self._evidence(self.branches.used(snap.name))
+                self.branches.hit(snap.name)
         snap = replace(snap, act=act, seen_at=seen_at)
         change = index.put(snap)
+        if change is Change.ADDED or change is Change.REPLACED:
+            self.branches.new_version(snap.name)
         self._note_skew(snap.header.created_at, now, step)
         if change is Change.ADDED or change is Change.REPLACED:
             step.notes.append(Note(events.ADDED if change is Change.ADDED else events.REPLACED,
@@ -399,47 +396,8 @@ class Groomer:
         decisions, notes, extends = self.chains.landing(
             new, text, now, strict_quant=rules.strict_quant, supersede=rules.supersede,
             notes=rules.prefixes)  # fmt: skip
-        self._branch_of(new, text, extends)
+        self.branches.landing(new, text, extends)
         return Step(self._hold(decisions), notes)
-
-    def _branch_of(self, new: Snapshot, text: bytes, extends: list[str]) -> None:
-        """What a landing tells the reuse evidence (core/branches.py): the
-        saves it extends were used (their conversation went on); a save's
-        parent is the longest file it extends, indexed (`extends`, longest
-        first) or removed lately."""
-        for name in extends:
-            self._evidence(self.branches.used(name))
-        if new.header.reason not in _SAVES:
-            return
-        longest = self.index.get(extends[0]) if extends else None
-        parent = (longest.name, longest.header.text_bytes) if longest else ("", -1)
-        for name, length in self.removed.extended_by(new.name, text):
-            parent = max(parent, (name, length), key=lambda p: p[1])
-        if parent[1] < 0:
-            return
-        used, unused = self.branches.born(new.name, parent[0])
-        rows = self.index.rows_of([new.name])
-        self.index.set_column("sib_used", rows, used)
-        self.index.set_column("sib_unused", rows, unused)
-
-    def _evidence(self, ev: Evidence | None) -> None:
-        """A parent's counts changed: its open saves' columns follow."""
-        if ev is None or not ev.saves:
-            return
-        rows = self.index.rows_of(list(ev.saves))
-        rows = rows[rows >= 0]
-        self.index.set_column("sib_used", rows, ev.used)
-        self.index.set_column("sib_unused", rows, ev.unused)
-
-    def _left(self, old: Snapshot, *, by_us: bool) -> None:
-        """`old` left the directory: remembered as removed; a save still open
-        counts as unused, unless the engine removed a file it may have
-        consumed on a hit (over cold_max_tokens), which proves nothing."""
-        self.removed.removed(old.name, old.header.text_bytes, old.tail)
-        if by_us or old.header.tokens <= self.rules.cold_max_tokens:
-            self._evidence(self.branches.unused(old.name))
-        else:
-            self.branches.forget(old.name)
 
     def _hold(self, decisions: list[Decision]) -> list[Decision]:
         return self.ledger.hold(self.index, decisions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from kvgroomd.core.branches import Branches
+from kvgroomd.core.branches import Siblings
 from kvgroomd.core.decision import Cause, Result
 from kvgroomd.core.groomer import Groomer, Rules
 from kvgroomd.core.index import Snapshot, decide_rows
@@ -24,9 +24,9 @@ def question(i: int, extra: int = 400) -> bytes:
     return DOC + (f"<｜User｜>question {i}?<｜Assistant｜>" * 40).encode()[:extra]
 
 
-class TestBranches:
+class TestSiblings:
     def test_siblings_share_their_parents_counts(self) -> None:
-        b = Branches()
+        b = Siblings()
         assert b.born("q1", "doc") == (0, 0)
         b.born("q2", "doc")
         ev = b.unused("q1")
@@ -37,7 +37,7 @@ class TestBranches:
         assert b.counts("doc") == (1, 1)
 
     def test_a_save_counts_once_and_forgetting_proves_nothing(self) -> None:
-        b = Branches()
+        b = Siblings()
         b.born("s", "p")
         b.used("s")
         assert b.used("s") is None and b.unused("s") is None
@@ -48,14 +48,14 @@ class TestBranches:
         assert b.counts("p") == (1, 0)
 
     def test_a_new_version_of_a_save_starts_afresh(self) -> None:
-        b = Branches()
+        b = Siblings()
         b.born("s", "p")
         b.born("s", "other")  # the name landed again, extending something else
         b.unused("s")
         assert (b.counts("p"), b.counts("other")) == ((0, 0), (0, 1))
 
     def test_only_the_last_parents_are_remembered(self) -> None:
-        b = Branches(parents=2)
+        b = Siblings(parents=2)
         for p in ("a", "b", "c"):
             b.born(f"s-{p}", p)
             b.unused(f"s-{p}")
@@ -142,7 +142,7 @@ class TestTheCoreGathersEvidence:
             saves.append(d.land(question(i), Reason.EVICT))
             assert d.evidence(saves[-1]) == (0, i)
             d.we_unlink(saves[-1])
-        assert d.core.branches.open_saves == 0  # nothing kept of files gone
+        assert d.core.branches.siblings.open_saves == 0  # nothing kept of files gone
 
     def test_siblings_still_on_disk_follow_the_counts(self) -> None:
         d = Directory()
@@ -152,6 +152,7 @@ class TestTheCoreGathersEvidence:
         assert d.evidence(b) == d.evidence(c) == (0, 1)
         d.touch(b)  # asked again after all
         assert d.evidence(c) == (1, 1)
+        assert d.evidence(b) == (0, 1)  # a rewrite in place keeps the row's counts
 
     def test_a_conversation_that_goes_on_counts_as_used(self) -> None:
         """A later landing that extends a save (the conversation came back)
