@@ -135,10 +135,7 @@ class Branches:
             parent = max(parent, (name, length), key=lambda p: p[1])
         if parent[1] < 0:
             return
-        used, unused = self.siblings.born(new.name, parent[0])
-        rows = self.index.rows_of([new.name])
-        self.index.set_column("sib_used", rows, used)
-        self.index.set_column("sib_unused", rows, unused)
+        self._write([new.name], *self.siblings.born(new.name, parent[0]))
 
     def hit(self, name: str) -> None:
         """The engine served a hit from `name`."""
@@ -160,9 +157,12 @@ class Branches:
 
     def _follow(self, ev: Evidence | None) -> None:
         """A parent's counts changed: its open saves' columns follow."""
-        if ev is None or not ev.saves:
-            return
-        rows = self.index.rows_of(list(ev.saves))
+        if ev is not None and ev.saves:
+            self._write(list(ev.saves), ev.used, ev.unused)
+
+    def _write(self, names: list[str], used: int, unused: int) -> None:
+        """The counts into the columns of the indexed `names`."""
+        rows = self.index.rows_of(names)
         rows = rows[rows >= 0]
-        self.index.set_column("sib_used", rows, ev.used)
-        self.index.set_column("sib_unused", rows, ev.unused)
+        self.index.set_column("sib_used", rows, used)
+        self.index.set_column("sib_unused", rows, unused)

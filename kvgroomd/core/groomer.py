@@ -304,10 +304,9 @@ class Groomer:
                 self.branches.hit(snap.name)
         snap = replace(snap, act=act, seen_at=seen_at)
         change = index.put(snap)
-        if change is Change.ADDED or change is Change.REPLACED:
-            self.branches.new_version(snap.name)
         self._note_skew(snap.header.created_at, now, step)
         if change is Change.ADDED or change is Change.REPLACED:
+            self.branches.new_version(snap.name)
             step.notes.append(Note(events.ADDED if change is Change.ADDED else events.REPLACED,
                                    "info", self._fields(snap)))  # fmt: skip
         elif change is Change.UPDATED:

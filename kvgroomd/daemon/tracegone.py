@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 from kvgroomd.core.removed import REMOVED_FILES, Removed
 
-GONE_FILES = REMOVED_FILES  # a session coming back after this many removals is not linked
 # Landings whose tails are remembered (~150 bytes each): the engine's removal
 # of a file that landed longer ago than this is not remembered (kvgroomd's
 # own removals carry the tail).
@@ -34,7 +33,7 @@ class GoneTexts:
     """Files removed lately, the tails of files landed lately, and the
     landings still to be checked."""
 
-    def __init__(self, size: int = GONE_FILES, tails: int = TAILS) -> None:
+    def __init__(self, size: int = REMOVED_FILES, tails: int = TAILS) -> None:
         self._tails: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.tails_kept = tails
         self._removed = Removed(size)
